@@ -1,0 +1,189 @@
+import path from 'node:path';
+import { z } from 'zod';
+
+export const APPLE_APNS_URL = 'https://api.push.apple.com';
+export const APPLE_VPP_URL = 'https://vpp.itunes.apple.com/mdm/v2';
+export const SIMULATOR_APNS_URL = 'https://127.0.0.1:2197';
+export const SIMULATOR_VPP_URL = 'https://127.0.0.1:8444/mdm/v2';
+
+const bool = z
+  .enum(['1', '0', 'true', 'false', 'yes', 'no', 'on', 'off'])
+  .transform((v) => ['1', 'true', 'yes', 'on'].includes(v));
+
+const url = (protocols: string[]) =>
+  z.string().refine(
+    (v) => {
+      try {
+        return protocols.includes(new URL(v).protocol);
+      } catch {
+        return false;
+      }
+    },
+    { message: `must be a URL (${protocols.join(', ')})` },
+  );
+
+const envSchema = z.object({
+  MDM_ENV: z.enum(['development', 'production']).default('development'),
+  MDM_HOST: z.string().min(1).default('0.0.0.0'),
+  MDM_PORT: z.coerce.number().int().min(0).max(65535).default(8443),
+  MDM_PUBLIC_URL: url(['https:', 'http:']).optional(),
+  MDM_DATA_DIR: z.string().min(1).default('./data'),
+  MDM_DATABASE_URL: z
+    .string()
+    .regex(/^(sqlite:|postgres:\/\/|postgresql:\/\/|mariadb:\/\/|mysql:\/\/)/, {
+      message: 'must start with sqlite:, postgres://, or mariadb://',
+    })
+    .optional(),
+  MDM_ADMIN_TOKEN: z.string().min(16, { message: 'must be at least 16 characters' }).optional(),
+  MDM_SECRET_KEY: z
+    .string()
+    .regex(/^[0-9a-fA-F]{64}$/, { message: 'must be 64 hex characters (32 bytes)' })
+    .optional(),
+  MDM_APNS_URL: url(['https:']).optional(),
+  MDM_VPP_URL: url(['https:', 'http:']).optional(),
+  MDM_SMTP_URL: url(['smtp:', 'smtps:']).optional(),
+  MDM_MAIL_FROM: z.string().email().optional(),
+  MDM_LDAP_URL: url(['ldap:', 'ldaps:']).optional(),
+  MDM_LDAP_BIND_DN: z.string().optional(),
+  MDM_LDAP_BIND_PASSWORD: z.string().optional(),
+  MDM_LDAP_USER_BASE: z.string().optional(),
+  MDM_LDAP_USER_FILTER: z.string().default('(uid={{username}})'),
+  MDM_TRUST_PROXY_CERT_HEADER: bool.default(false),
+  MDM_TLS_CERT_FILE: z.string().optional(),
+  MDM_TLS_KEY_FILE: z.string().optional(),
+  MDM_DEVICE_CA_CERT_FILE: z.string().optional(),
+  MDM_DEVICE_CA_KEY_FILE: z.string().optional(),
+  MDM_MAX_BODY_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(10 * 1024 * 1024),
+  MDM_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Env = z.input<typeof envSchema>;
+
+export interface Config {
+  env: 'development' | 'production';
+  host: string;
+  port: number;
+  /** The base URL devices and users reach, without a trailing slash. */
+  publicUrl: string;
+  dataDir: string;
+  databaseUrl: string;
+  /** Set in production; in development generated into the data dir when missing. */
+  adminToken: string | null;
+  secretKeyHex: string | null;
+  apnsUrl: string;
+  vppUrl: string;
+  /** True when APNs is not Apple's: the development push certificate may be used as a fallback. */
+  devPushAllowed: boolean;
+  smtpUrl: string | null;
+  mailFrom: string | null;
+  ldap: {
+    url: string;
+    bindDn: string | null;
+    bindPassword: string | null;
+    userBase: string;
+    userFilter: string;
+  } | null;
+  trustProxyCertHeader: boolean;
+  tls: { certFile: string; keyFile: string } | null;
+  deviceCa: { certFile: string; keyFile: string } | null;
+  maxBodyBytes: number;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads the whole configuration once; every problem is reported at once. */
+export function loadConfig(env: Record<string, string | undefined>, cwd = process.cwd()): Readonly<Config> {
+  const input: Record<string, string> = {};
+  for (const key of Object.keys(envSchema.shape)) {
+    const v = env[key];
+    if (v !== undefined && v !== '') input[key] = v;
+  }
+  const parsed = envSchema.safeParse(input);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  const production = e.MDM_ENV === 'production';
+  if (production) {
+    if (!e.MDM_ADMIN_TOKEN) problems.push('MDM_ADMIN_TOKEN: required in production');
+    if (!e.MDM_PUBLIC_URL) problems.push('MDM_PUBLIC_URL: required in production');
+    if (!e.MDM_SECRET_KEY) problems.push('MDM_SECRET_KEY: required in production (shared by every instance)');
+    if (!e.MDM_TLS_CERT_FILE || !e.MDM_TLS_KEY_FILE)
+      problems.push('MDM_TLS_CERT_FILE and MDM_TLS_KEY_FILE: required in production');
+    if (!e.MDM_DEVICE_CA_CERT_FILE || !e.MDM_DEVICE_CA_KEY_FILE)
+      problems.push('MDM_DEVICE_CA_CERT_FILE and MDM_DEVICE_CA_KEY_FILE: required in production');
+  }
+  if (Boolean(e.MDM_TLS_CERT_FILE) !== Boolean(e.MDM_TLS_KEY_FILE))
+    problems.push('MDM_TLS_CERT_FILE and MDM_TLS_KEY_FILE: give both or neither');
+  if (Boolean(e.MDM_DEVICE_CA_CERT_FILE) !== Boolean(e.MDM_DEVICE_CA_KEY_FILE))
+    problems.push('MDM_DEVICE_CA_CERT_FILE and MDM_DEVICE_CA_KEY_FILE: give both or neither');
+  if (e.MDM_LDAP_URL && !e.MDM_LDAP_USER_BASE)
+    problems.push('MDM_LDAP_USER_BASE: required with MDM_LDAP_URL');
+  if (e.MDM_LDAP_URL && !e.MDM_LDAP_USER_FILTER.includes('{{username}}'))
+    problems.push('MDM_LDAP_USER_FILTER: must contain {{username}}');
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const dataDir = path.resolve(cwd, e.MDM_DATA_DIR);
+  const apnsUrl = e.MDM_APNS_URL ?? (production ? APPLE_APNS_URL : SIMULATOR_APNS_URL);
+  const databaseUrl = normaliseDatabaseUrl(
+    e.MDM_DATABASE_URL ?? `sqlite:${path.join(dataDir, 'mdm.sqlite')}`,
+    cwd,
+  );
+  const publicUrl = (e.MDM_PUBLIC_URL ?? `https://localhost:${e.MDM_PORT}`).replace(/\/+$/, '');
+  return Object.freeze({
+    env: e.MDM_ENV,
+    host: e.MDM_HOST,
+    port: e.MDM_PORT,
+    publicUrl,
+    dataDir,
+    databaseUrl,
+    adminToken: e.MDM_ADMIN_TOKEN ?? null,
+    secretKeyHex: e.MDM_SECRET_KEY?.toLowerCase() ?? null,
+    apnsUrl: apnsUrl.replace(/\/+$/, ''),
+    vppUrl: (e.MDM_VPP_URL ?? (production ? APPLE_VPP_URL : SIMULATOR_VPP_URL)).replace(/\/+$/, ''),
+    devPushAllowed: new URL(apnsUrl).host !== new URL(APPLE_APNS_URL).host,
+    smtpUrl: e.MDM_SMTP_URL ?? null,
+    mailFrom: e.MDM_MAIL_FROM ?? null,
+    ldap: e.MDM_LDAP_URL
+      ? {
+          url: e.MDM_LDAP_URL,
+          bindDn: e.MDM_LDAP_BIND_DN ?? null,
+          bindPassword: e.MDM_LDAP_BIND_PASSWORD ?? null,
+          userBase: e.MDM_LDAP_USER_BASE ?? '',
+          userFilter: e.MDM_LDAP_USER_FILTER,
+        }
+      : null,
+    trustProxyCertHeader: e.MDM_TRUST_PROXY_CERT_HEADER,
+    tls:
+      e.MDM_TLS_CERT_FILE && e.MDM_TLS_KEY_FILE
+        ? { certFile: path.resolve(cwd, e.MDM_TLS_CERT_FILE), keyFile: path.resolve(cwd, e.MDM_TLS_KEY_FILE) }
+        : null,
+    deviceCa:
+      e.MDM_DEVICE_CA_CERT_FILE && e.MDM_DEVICE_CA_KEY_FILE
+        ? {
+            certFile: path.resolve(cwd, e.MDM_DEVICE_CA_CERT_FILE),
+            keyFile: path.resolve(cwd, e.MDM_DEVICE_CA_KEY_FILE),
+          }
+        : null,
+    maxBodyBytes: e.MDM_MAX_BODY_BYTES,
+    logLevel: e.MDM_LOG_LEVEL,
+  });
+}
+
+function normaliseDatabaseUrl(u: string, cwd: string): string {
+  if (!u.startsWith('sqlite:')) return u;
+  const p = u.slice('sqlite:'.length);
+  if (p === ':memory:') return u;
+  return `sqlite:${path.resolve(cwd, p)}`;
+}
