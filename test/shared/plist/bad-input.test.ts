@@ -282,26 +282,26 @@ const cases: BadCase[] = [
 
 describe('decodePlist refuses bad input', () => {
   for (const { name, body, code, limits } of cases) {
-    it(`${name} → ${code}`, () => {
-      const started = performance.now();
+    // No wall-clock budget (machines here are noisy): an expansion or a quadratic scan of these
+    // bodies would run for minutes, so mocha's timeout is the guard.
+    it(`${name} → ${code}`, function () {
+      this.timeout(20_000);
       let caught: unknown;
       try {
         decodePlist(body, limits);
       } catch (err) {
         caught = err;
       }
-      const elapsed = performance.now() - started;
       expect(caught, 'should throw').to.be.instanceOf(PlistError);
       expect((caught as PlistError).code).to.equal(code);
       expect((caught as PlistError).message)
         .to.be.a('string')
         .and.not.equal('');
-      // Refusals are cheap: no expansion, no deep recursion, no quadratic scan.
-      expect(elapsed, `took ${elapsed.toFixed(1)} ms`).to.be.below(500);
     });
   }
 
-  it('stays linear on long runs of markup that never completes', () => {
+  it('stays linear on long runs of markup that never completes', function () {
+    this.timeout(30_000); // quadratic work on 2 MB bodies would take hours
     const bodies = [
       `<plist><dict${' '.repeat(2_000_000)}`,
       `<plist><string>${'&amp'.repeat(500_000)}</string></plist>`,
@@ -310,9 +310,7 @@ describe('decodePlist refuses bad input', () => {
       `<plist>${'<!--'.repeat(500_000)}`,
     ];
     for (const body of bodies) {
-      const started = performance.now();
       expect(() => decodePlist(body)).to.throw(PlistError);
-      expect(performance.now() - started).to.be.below(1000);
     }
   });
 });

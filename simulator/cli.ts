@@ -1,0 +1,278 @@
+/**
+ * The `npm run simulate` command: flags, trust and credentials, the fleet run, progress and summary.
+ * `runSimulator` is the whole command with its I/O passed in, so tests can run it in-process.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { seededRng } from './device/device-spec.ts';
+import { httpRequest } from './device/http-client.ts';
+import { Fleet } from './fleet.ts';
+import type { FleetSummary } from './fleet.ts';
+import { ProgressReporter } from './load/progress.ts';
+import type { ProgressStream } from './load/progress.ts';
+import { formatSummary } from './load/report.ts';
+
+export const USAGE = `Usage: npm run simulate -- [options]
+
+Simulated macOS and iOS devices that enroll in the MDM server and answer its commands over HTTPS.
+Device states are kept in --state-dir, so a second run reuses (does not re-enroll) the same devices.
+
+Options:
+  --devices N           number of devices (default 10); existing ones in --state-dir are reused first
+  --macos-share F       fraction of Macs among new devices, 0..1 (default 0.4); the rest are iPhones and iPads (3:1)
+  --server URL          the MDM server (default https://localhost:8443)
+  --data-dir DIR        the server's data dir on this machine, to read admin-token and certs/ca.pem (default ./data)
+  --ca PATH             CA certificate (PEM) to trust for the server (default <data-dir>/certs/ca.pem)
+  --admin-token T       admin API token (default: the file <data-dir>/admin-token)
+  --enroll-url URL      enroll with this URL instead of making an enrollment token through the admin API
+  --state-dir DIR       where device states are kept (default ./.sim)
+  --concurrency N       devices enrolling or connecting at once (default 16)
+  --connect             after enrolling, run one command loop (Idle ... empty answer) on every enrolled channel
+  --signature ALG       Mdm-Signature: sha256 (signed attributes, default), sha1 (no attributes, like many iOS
+                        devices) or none (then use --tls-client-cert)
+  --tls-client-cert     also present the device identity as the TLS client certificate
+  --seed N              make new devices reproducibly from this seed
+  --timeout MS          per request (default 30000)
+  --json                print the summary as JSON instead of a table
+  --stay                keep running after the run (until Ctrl-C)
+  -h, --help            show this help
+
+Exit status: 0 when every device succeeded, 1 when any failed, 2 for bad options or setup.`;
+
+const intString = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
+
+const httpUrl = z.string().refine((v) => {
+  try {
+    return ['https:', 'http:'].includes(new URL(v).protocol);
+  } catch {
+    return false;
+  }
+}, 'must be an http(s) URL');
+
+export const cliSchema = z.object({
+  devices: intString(0, 1_000_000).default(10),
+  macosShare: z
+    .string()
+    .regex(/^\d*\.?\d+$/, 'must be a number between 0 and 1')
+    .transform(Number)
+    .pipe(z.number().min(0).max(1))
+    .default(0.4),
+  server: httpUrl.default('https://localhost:8443'),
+  dataDir: z.string().min(1).default('./data'),
+  ca: z.string().min(1).optional(),
+  adminToken: z.string().min(1).optional(),
+  enrollUrl: httpUrl.optional(),
+  stateDir: z.string().min(1).default('./.sim'),
+  concurrency: intString(1, 10_000).default(16),
+  connect: z.boolean().default(false),
+  signature: z.enum(['sha256', 'sha1', 'none']).default('sha256'),
+  tlsClientCert: z.boolean().default(false),
+  seed: intString(0, 2 ** 32 - 1).optional(),
+  timeout: intString(100, 600_000).default(30_000),
+  json: z.boolean().default(false),
+  stay: z.boolean().default(false),
+  help: z.boolean().default(false),
+});
+export type CliOptions = z.infer<typeof cliSchema>;
+
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** Parses and validates argv (without node and the script). Throws UsageError listing every problem. */
+export function parseCli(argv: string[]): CliOptions {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        devices: { type: 'string' },
+        'macos-share': { type: 'string' },
+        server: { type: 'string' },
+        'data-dir': { type: 'string' },
+        ca: { type: 'string' },
+        'admin-token': { type: 'string' },
+        'enroll-url': { type: 'string' },
+        'state-dir': { type: 'string' },
+        concurrency: { type: 'string' },
+        connect: { type: 'boolean' },
+        signature: { type: 'string' },
+        'tls-client-cert': { type: 'boolean' },
+        seed: { type: 'string' },
+        timeout: { type: 'string' },
+        json: { type: 'boolean' },
+        stay: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const camel = Object.fromEntries(
+    Object.entries(values).map(([k, v]) => [k.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase()), v]),
+  );
+  const parsed = cliSchema.safeParse(camel);
+  if (!parsed.success) {
+    const flag = (p: PropertyKey[]) =>
+      `--${String(p[0] ?? '').replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    throw new UsageError(parsed.error.issues.map((i) => `${flag(i.path)}: ${i.message}`).join('\n'));
+  }
+  const o = parsed.data;
+  if (o.signature === 'none' && !o.tlsClientCert) {
+    throw new UsageError('--signature none: devices would send no identity; add --tls-client-cert');
+  }
+  return o;
+}
+
+export interface CliIo {
+  stdout: ProgressStream;
+  stderr: ProgressStream;
+  cwd: string;
+  /** resolves when the process is asked to stop (SIGINT/SIGTERM), for --stay */
+  stopSignal?: () => Promise<void>;
+}
+
+async function readText(file: string, what: string, hint: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new UsageError(`cannot read ${what} ${file} (${code ?? (err as Error).message}); ${hint}`);
+  }
+}
+
+const tokenAnswer = z.object({ enrollUrl: httpUrl });
+
+/** Makes an enrollment token through the admin API and returns its enrollment URL. */
+export async function createEnrollUrl(
+  server: string,
+  adminToken: string,
+  ca: string,
+  timeoutMs: number,
+): Promise<string> {
+  const res = await httpRequest({
+    method: 'POST',
+    url: `${server.replace(/\/+$/, '')}/api/v1/enrollment-tokens`,
+    headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+    body: Buffer.from('{}'),
+    ca,
+    timeoutMs,
+  });
+  if (res.status !== 201) {
+    throw new Error(
+      `POST /api/v1/enrollment-tokens answered HTTP ${res.status}: ${res.body.toString('utf8').slice(0, 200)}`,
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(res.body.toString('utf8'));
+  } catch (err) {
+    throw new Error('POST /api/v1/enrollment-tokens answered something that is not JSON', { cause: err });
+  }
+  const parsed = tokenAnswer.safeParse(json);
+  if (!parsed.success) throw new Error('POST /api/v1/enrollment-tokens answered without an enrollUrl');
+  return parsed.data.enrollUrl;
+}
+
+export interface RunResult {
+  exitCode: number;
+  summary: FleetSummary | null;
+}
+
+/** The whole simulate command. Never throws for expected problems: they set the exit code. */
+export async function runSimulator(argv: string[], io: CliIo): Promise<RunResult> {
+  let o: CliOptions;
+  try {
+    o = parseCli(argv);
+  } catch (err) {
+    io.stderr.write(`${(err as Error).message}\n\n${USAGE}\n`);
+    return { exitCode: 2, summary: null };
+  }
+  if (o.help) {
+    io.stdout.write(`${USAGE}\n`);
+    return { exitCode: 0, summary: null };
+  }
+  const dataDir = path.resolve(io.cwd, o.dataDir);
+  const stateDir = path.resolve(io.cwd, o.stateDir);
+  let ca: string;
+  try {
+    ca = await readText(
+      o.ca ? path.resolve(io.cwd, o.ca) : path.join(dataDir, 'certs', 'ca.pem'),
+      'the server CA',
+      'start the server first (npm start) or pass --ca / --data-dir',
+    );
+  } catch (err) {
+    io.stderr.write(`${(err as Error).message}\n`);
+    return { exitCode: 2, summary: null };
+  }
+
+  const started = performance.now();
+  const fleet = new Fleet({
+    stateDir,
+    ca,
+    signature: o.signature,
+    tlsClientCertificate: o.tlsClientCert,
+    concurrency: o.concurrency,
+    timeoutMs: o.timeout,
+    ...(o.seed !== undefined ? { rng: seededRng(o.seed) } : {}),
+  });
+  const progress = new ProgressReporter(io.stderr);
+  fleet.on('progress', (p) => progress.update(p));
+  try {
+    const loaded = await fleet.load(o.devices);
+    const created = await fleet.grow(o.devices, o.macosShare);
+    io.stderr.write(`devices: ${loaded.length} loaded from ${stateDir}, ${created.length} new\n`);
+
+    const toEnroll = fleet.devices.filter((d) => !d.enrolled);
+    if (toEnroll.length > 0) {
+      let enrollUrl = o.enrollUrl;
+      if (enrollUrl === undefined) {
+        const token =
+          o.adminToken ??
+          (
+            await readText(
+              path.join(dataDir, 'admin-token'),
+              'the admin token',
+              'pass --admin-token, --data-dir or --enroll-url',
+            )
+          ).trim();
+        enrollUrl = await createEnrollUrl(o.server, token, ca, o.timeout);
+      }
+      await fleet.enrollAll(enrollUrl);
+      progress.end();
+    }
+    if (o.connect) {
+      await fleet.connectAll();
+      progress.end();
+    }
+    const summary = fleet.summary();
+    io.stdout.write(
+      o.json
+        ? `${JSON.stringify(summary, null, 2)}\n`
+        : `${formatSummary(summary, { wallMs: performance.now() - started })}\n`,
+    );
+    if (o.stay) {
+      io.stderr.write('staying up (Ctrl-C to stop)\n');
+      await (io.stopSignal?.() ?? new Promise<void>(() => undefined));
+    }
+    return { exitCode: summary.failures.length > 0 ? 1 : 0, summary };
+  } catch (err) {
+    progress.end();
+    io.stderr.write(`${(err as Error).message}\n`);
+    return { exitCode: err instanceof UsageError ? 2 : 1, summary: null };
+  } finally {
+    fleet.close();
+  }
+}
