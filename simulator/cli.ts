@@ -13,6 +13,9 @@ import type { FleetSummary } from './fleet.ts';
 import { ProgressReporter } from './load/progress.ts';
 import type { ProgressStream } from './load/progress.ts';
 import { formatSummary } from './load/report.ts';
+import type { ApnsGateway } from './apns/index.ts';
+import { PushWakeups } from './push-wakeups.ts';
+import { readSimulatorPki, startAppleVpp, startGateway } from './services.ts';
 
 export const USAGE = `Usage: npm run simulate -- [options]
 
@@ -36,7 +39,13 @@ Options:
   --seed N              make new devices reproducibly from this seed
   --timeout MS          per request (default 30000)
   --json                print the summary as JSON instead of a table
-  --stay                keep running after the run (until Ctrl-C)
+  --stay                keep running after the run (until Ctrl-C); implied when a service below is started
+  --exit                leave after the run even when services were started
+  --apns MODE           start (default): run an APNs gateway on --apns-port; off: no pushes (use --connect);
+                        or the URL of a gateway another simulator runs (its event stream delivers the pushes)
+  --apns-port N         port of the APNs gateway this command starts (default 2197, the server's default)
+  --apple-vpp MODE      start (default): run the simulated Apps and Books service on --vpp-port; off: don't
+  --vpp-port N          port of the Apps and Books service (default 8444, the server's default)
   -h, --help            show this help
 
 Exit status: 0 when every device succeeded, 1 when any failed, 2 for bad options or setup.`;
@@ -78,6 +87,11 @@ export const cliSchema = z.object({
   timeout: intString(100, 600_000).default(30_000),
   json: z.boolean().default(false),
   stay: z.boolean().default(false),
+  exit: z.boolean().default(false),
+  apns: z.union([z.enum(['start', 'off']), httpUrl]).default('start'),
+  apnsPort: intString(0, 65535).default(2197),
+  appleVpp: z.enum(['start', 'off']).default('start'),
+  vppPort: intString(0, 65535).default(8444),
   help: z.boolean().default(false),
 });
 export type CliOptions = z.infer<typeof cliSchema>;
@@ -114,6 +128,11 @@ export function parseCli(argv: string[]): CliOptions {
         timeout: { type: 'string' },
         json: { type: 'boolean' },
         stay: { type: 'boolean' },
+        exit: { type: 'boolean' },
+        apns: { type: 'string' },
+        'apns-port': { type: 'string' },
+        'apple-vpp': { type: 'string' },
+        'vpp-port': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -230,7 +249,27 @@ export async function runSimulator(argv: string[], io: CliIo): Promise<RunResult
   });
   const progress = new ProgressReporter(io.stderr);
   fleet.on('progress', (p) => progress.update(p));
+  const stoppers: (() => Promise<void>)[] = [];
+  let wakeups: PushWakeups | null = null;
   try {
+    const pki = o.apns === 'start' || o.appleVpp === 'start' ? await readSimulatorPki(dataDir) : null;
+    let gateway: ApnsGateway | null = null;
+    if (pki && o.apns === 'start') {
+      const started = await startGateway(pki, o.apnsPort);
+      gateway = started.gateway;
+      stoppers.push(() => started.gateway.stop());
+      io.stderr.write(
+        `APNs gateway: ${started.url} (the server's development default; elsewhere set MDM_APNS_URL=${started.url})\n`,
+      );
+    }
+    if (pki && o.appleVpp === 'start') {
+      const vpp = await startAppleVpp(pki, o.vppPort, stateDir);
+      stoppers.push(() => vpp.service.stop());
+      io.stderr.write(
+        `Apps and Books service: ${vpp.url} (server default; elsewhere set MDM_VPP_URL=${vpp.url})\n` +
+          `  service token of its demo location (POST /api/v1/locations): ${vpp.demoToken}\n`,
+      );
+    }
     const loaded = await fleet.load(o.devices);
     const created = await fleet.grow(o.devices, o.macosShare);
     io.stderr.write(`devices: ${loaded.length} loaded from ${stateDir}, ${created.length} new\n`);
@@ -253,6 +292,16 @@ export async function runSimulator(argv: string[], io: CliIo): Promise<RunResult
       await fleet.enrollAll(enrollUrl);
       progress.end();
     }
+    if (o.apns !== 'off') {
+      wakeups = new PushWakeups(fleet.devices, (err) =>
+        io.stderr.write(`push wake-up: ${(err as Error).message}\n`),
+      );
+      if (gateway) wakeups.attachLocal(gateway);
+      else await wakeups.attachRemote(o.apns, ca);
+      io.stderr.write(
+        `listening for pushes to ${wakeups.tokens.length} channels: devices connect when pushed\n`,
+      );
+    }
     if (o.connect) {
       await fleet.connectAll();
       progress.end();
@@ -263,9 +312,10 @@ export async function runSimulator(argv: string[], io: CliIo): Promise<RunResult
         ? `${JSON.stringify(summary, null, 2)}\n`
         : `${formatSummary(summary, { wallMs: performance.now() - started })}\n`,
     );
-    if (o.stay) {
+    if (o.stay || (stoppers.length > 0 && !o.exit)) {
       io.stderr.write('staying up (Ctrl-C to stop)\n');
       await (io.stopSignal?.() ?? new Promise<void>(() => undefined));
+      if (wakeups) io.stderr.write(`pushes: ${JSON.stringify(wakeups.stats)}\n`);
     }
     return { exitCode: summary.failures.length > 0 ? 1 : 0, summary };
   } catch (err) {
@@ -273,6 +323,8 @@ export async function runSimulator(argv: string[], io: CliIo): Promise<RunResult
     io.stderr.write(`${(err as Error).message}\n`);
     return { exitCode: err instanceof UsageError ? 2 : 1, summary: null };
   } finally {
+    await wakeups?.close();
+    for (const stop of stoppers.reverse()) await stop().catch(() => undefined);
     fleet.close();
   }
 }

@@ -25,7 +25,17 @@ describe('simulator CLI and reporting', () => {
       connect: false,
       signature: 'sha256',
       stay: false,
+      exit: false,
+      apns: 'start',
+      apnsPort: 2197,
+      appleVpp: 'start',
+      vppPort: 8444,
     });
+  });
+
+  it('refuses an --apns that is neither start, off nor a URL', () => {
+    expect(() => parseCli(['--apns', 'sometimes'])).to.throw(UsageError, /--apns/);
+    expect(() => parseCli(['--apple-vpp', 'maybe'])).to.throw(UsageError, /--apple-vpp/);
   });
 
   it('parses every flag', () => {
@@ -58,6 +68,15 @@ describe('simulator CLI and reporting', () => {
       '5000',
       '--json',
       '--stay',
+      '--exit',
+      '--apns',
+      'https://127.0.0.1:2197',
+      '--apns-port',
+      '12197',
+      '--apple-vpp',
+      'off',
+      '--vpp-port',
+      '18444',
     ]);
     expect(o).to.deep.equal({
       devices: 500,
@@ -76,6 +95,11 @@ describe('simulator CLI and reporting', () => {
       timeout: 5000,
       json: true,
       stay: true,
+      exit: true,
+      apns: 'https://127.0.0.1:2197',
+      apnsPort: 12197,
+      appleVpp: 'off',
+      vppPort: 18444,
       help: false,
     });
   });
@@ -112,6 +136,11 @@ describe('simulator CLI and reporting', () => {
       '--connect',
       '--signature',
       '--stay',
+      '--exit',
+      '--apns',
+      '--apns-port',
+      '--apple-vpp',
+      '--vpp-port',
       '--help',
     ]) {
       expect(out.text).to.include(flag);

@@ -322,9 +322,18 @@ describe('simulated fleet against the real server (e2e)', function () {
         '--seed',
         '7',
         '--connect',
+        '--apns-port',
+        '0',
+        '--vpp-port',
+        '0',
+        '--exit',
       ],
       { stdout, stderr, cwd: tmp },
     );
+    // It started its APNs gateway and Apps and Books service and subscribed every channel for pushes.
+    expect(stderr.text).to.match(/APNs gateway: https:\/\/127\.0\.0\.1:\d+/);
+    expect(stderr.text).to.match(/Apps and Books service: https:\/\/127\.0\.0\.1:\d+\/mdm\/v2/);
+    expect(stderr.text).to.match(/listening for pushes to 9 channels/);
     expect(result.exitCode, stderr.text + stdout.text).to.equal(0);
     expect(result.summary?.enrolled).to.equal(6);
     expect(result.summary?.byPlatform.macos).to.equal(3);
@@ -341,6 +350,10 @@ describe('simulated fleet against the real server (e2e)', function () {
         path.join(tmp, 'data'),
         '--state-dir',
         path.join(tmp, 'cli-sim'),
+        '--apns',
+        'off',
+        '--apple-vpp',
+        'off',
       ],
       { stdout: new Buffered(), stderr, cwd: tmp },
     );
