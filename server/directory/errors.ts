@@ -1,0 +1,28 @@
+import { BadRequestError, ConflictError } from '../errors.ts';
+
+const SHOWN_IN_MESSAGE = 10;
+
+/** Ids inside a body that name nothing: `400 unknown_ids`, `details` maps each field to its unknown ids. */
+export class UnknownIdsError extends BadRequestError {
+  constructor(readonly unknown: Record<string, string[]>) {
+    const parts = Object.entries(unknown).map(([field, ids]) => {
+      const shown = ids.slice(0, SHOWN_IN_MESSAGE).join(', ');
+      return `${field} ${shown}${ids.length > SHOWN_IN_MESSAGE ? ` and ${ids.length - SHOWN_IN_MESSAGE} more` : ''}`;
+    });
+    super(`unknown ids: ${parts.join('; ')}`, unknown, 'unknown_ids');
+  }
+}
+
+/** A unique name already in use: `409` with the code naming which (`site_name_taken`, `username_taken`, ...). */
+export class NameTakenError extends ConflictError {
+  constructor(code: string, field: string, value: string) {
+    super(code, `${field} ${JSON.stringify(value)} is already taken`, { [field]: value });
+  }
+}
+
+/** A site that users still belong to cannot be deleted: `409 site_in_use`, details count what uses it. */
+export class SiteInUseError extends ConflictError {
+  constructor(users: number) {
+    super('site_in_use', `the site still has ${users} user(s): remove them from it first`, { users });
+  }
+}

@@ -1,0 +1,72 @@
+import { NotFoundError } from '../errors.ts';
+import { burnVerification, hashPassword, verifyPassword } from './password.ts';
+import type { NewUser, User, UserPatch, UserStore } from './store.ts';
+
+export interface UserInput {
+  username: string;
+  fullName?: string | null;
+  email?: string | null;
+  managedAppleId?: string | null;
+  siteIds?: string[];
+  /** A local account (for the registration page's login). */
+  password?: string;
+}
+
+export interface UserChanges {
+  username?: string;
+  fullName?: string | null;
+  email?: string | null;
+  managedAppleId?: string | null;
+  siteIds?: string[];
+  /** A new password; `null` removes the local account. */
+  password?: string | null;
+}
+
+/** Users of the directory, with their optional local account (scrypt password hash). */
+export class UserService {
+  constructor(private readonly deps: { users: UserStore; now?: () => Date }) {}
+
+  private now(): Date {
+    return this.deps.now?.() ?? new Date();
+  }
+
+  async create(input: UserInput): Promise<User> {
+    const user: NewUser = {
+      username: input.username,
+      fullName: input.fullName ?? null,
+      email: input.email ?? null,
+      managedAppleId: input.managedAppleId ?? null,
+      siteIds: input.siteIds ?? [],
+      // Hashed before the write: the write transaction may be retried and must stay side-effect free.
+      passwordHash: input.password === undefined ? null : await hashPassword(input.password),
+    };
+    return this.deps.users.create(user, this.now());
+  }
+
+  async update(id: string, changes: UserChanges): Promise<User> {
+    const { password, ...rest } = changes;
+    const patch: UserPatch = { ...rest };
+    if (password !== undefined) patch.passwordHash = password === null ? null : await hashPassword(password);
+    const user = await this.deps.users.update(id, patch, this.now());
+    if (!user) throw new NotFoundError('user');
+    return user;
+  }
+
+  async setPassword(id: string, password: string): Promise<void> {
+    const hash = await hashPassword(password);
+    if (!(await this.deps.users.setPasswordHash(id, hash, this.now()))) throw new NotFoundError('user');
+  }
+
+  /**
+   * True when the user has a local account and this is its password. Takes about as long for an
+   * unknown user or one without a local account, so the answer's timing reveals neither.
+   */
+  async verifyLocalPassword(userId: string, password: string): Promise<boolean> {
+    const hash = await this.deps.users.getPasswordHash(userId);
+    if (hash === null) {
+      await burnVerification(password);
+      return false;
+    }
+    return verifyPassword(password, hash);
+  }
+}
