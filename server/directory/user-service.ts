@@ -1,5 +1,6 @@
 import { NotFoundError } from '../errors.ts';
-import { burnVerification, hashPassword, verifyPassword } from './password.ts';
+import { LocalPasswordChecker } from './local-password-checker.ts';
+import { hashPassword } from './password.ts';
 import type { NewUser, User, UserPatch, UserStore } from './store.ts';
 
 export interface UserInput {
@@ -62,11 +63,6 @@ export class UserService {
    * unknown user or one without a local account, so the answer's timing reveals neither.
    */
   async verifyLocalPassword(userId: string, password: string): Promise<boolean> {
-    const hash = await this.deps.users.getPasswordHash(userId);
-    if (hash === null) {
-      await burnVerification(password);
-      return false;
-    }
-    return verifyPassword(password, hash);
+    return new LocalPasswordChecker(this.deps.users).verifyUserPassword(userId, password);
   }
 }
