@@ -58,7 +58,8 @@ export async function startAppleVpp(
     tlsCertPem: pki.certPem,
     tlsKeyPem: pki.keyPem,
     notificationCaPems: [pki.caPem],
-    stateFile: path.join(stateDir, 'apple-vpp.json'),
+    // A dotted name: device states are the `<udid>.json` files of the same folder.
+    stateFile: path.join(stateDir, 'apple-vpp.state.json'),
   });
   const { url } = await service.start();
   const existing = service.locations()[0];

@@ -100,6 +100,17 @@ describe('simulator CLI and reporting', () => {
       apnsPort: 12197,
       appleVpp: 'off',
       vppPort: 18444,
+      users: 0,
+      devicesPerUser: { min: 1, max: 3 },
+      accept: 0.8,
+      ignore: 0.1,
+      decline: 0.05,
+      wrongAppleId: 0.05,
+      acceptDelay: { min: 200, max: 2000 },
+      notNow: 0.1,
+      notNowTimes: { min: 1, max: 3 },
+      selfServiceInterval: 5000,
+      acceptVia: 'http',
       help: false,
     });
   });
