@@ -1,0 +1,48 @@
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+
+const VERSION = 'v1';
+
+/**
+ * Encrypts secrets kept in the database (service tokens, push certificate keys) with AES-256-GCM under
+ * `MDM_SECRET_KEY`. Output: `v1.<iv>.<tag>.<ciphertext>` in base64url; the associated data binds a
+ * value to its purpose (e.g. `location:<id>`), so a ciphertext cannot be moved to another row.
+ */
+export class SecretBox {
+  private readonly key: Buffer;
+
+  constructor(keyHex: string) {
+    const key = Buffer.from(keyHex, 'hex');
+    if (key.length !== 32) throw new Error('secret key must be 32 bytes (64 hex characters)');
+    this.key = key;
+  }
+
+  seal(plaintext: string, associatedData: string): string {
+    const iv = randomBytes(12);
+    const cipher = createCipheriv('aes-256-gcm', this.key, iv);
+    cipher.setAAD(Buffer.from(associatedData, 'utf8'));
+    const ct = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+    return [
+      VERSION,
+      iv.toString('base64url'),
+      cipher.getAuthTag().toString('base64url'),
+      ct.toString('base64url'),
+    ].join('.');
+  }
+
+  /**
+   * A stable identifier derived from the key for a purpose (HMAC-SHA-256, hex, 32 characters): the same
+   * on every instance that shares the key, e.g. this server's `mdmInfo.id` at Apple.
+   */
+  deriveId(purpose: string): string {
+    return createHmac('sha256', this.key).update(`derive:${purpose}`, 'utf8').digest('hex').slice(0, 32);
+  }
+
+  open(sealed: string, associatedData: string): string {
+    const [version, iv, tag, ct] = sealed.split('.');
+    if (version !== VERSION || !iv || !tag || ct === undefined) throw new Error('not a sealed secret');
+    const decipher = createDecipheriv('aes-256-gcm', this.key, Buffer.from(iv, 'base64url'));
+    decipher.setAAD(Buffer.from(associatedData, 'utf8'));
+    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
+    return Buffer.concat([decipher.update(Buffer.from(ct, 'base64url')), decipher.final()]).toString('utf8');
+  }
+}
