@@ -19,6 +19,11 @@ export interface OutgoingMail {
   envelopeFrom?: string;
   /** Extra headers (e.g. `Auto-Submitted`); names and values must be single-line. */
   headers?: Record<string, string>;
+  /**
+   * The Message-ID, with its angle brackets (default: a random one). A caller that may send the same
+   * message again (a retry after a crash) passes a stable one, so that a duplicate is recognisable.
+   */
+  messageId?: string;
 }
 
 export interface SentMail {

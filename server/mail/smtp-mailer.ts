@@ -111,6 +111,9 @@ export class SmtpMailer implements Mailer {
     if (this.closed) throw new MailError('mailer closed', { permanent: false, code: 'ECLOSED' });
     const to = typeof message.to === 'string' ? message.to : message.to.address;
     const envelopeFrom = message.envelopeFrom ?? this.mailFrom ?? message.from.address;
+    if (message.messageId !== undefined && !/^<[!-;=?-~]+@[!-;=?-~]+>$/.test(message.messageId)) {
+      throw new MailError('invalid Message-ID', { permanent: true, code: 'EHEADER' });
+    }
     for (const [name, value] of Object.entries(message.headers ?? {})) {
       if (!/^[!-9;-~]+$/.test(name) || /[\r\n]/.test(value)) {
         throw new MailError(`invalid header ${JSON.stringify(name)}`, { permanent: true, code: 'EHEADER' });
@@ -127,6 +130,7 @@ export class SmtpMailer implements Mailer {
         text: message.text,
         html: message.html,
         headers: message.headers ?? {},
+        ...(message.messageId !== undefined ? { messageId: message.messageId } : {}),
         envelope: { from: envelopeFrom, to: [to] },
       });
       this.log?.debug({ messageId: info.messageId, response: info.response }, 'mail accepted');

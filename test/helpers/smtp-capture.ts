@@ -18,6 +18,8 @@ export interface CapturedMail {
   /** The text/plain and text/html parts, decoded (null when missing). */
   text: string | null;
   html: string | null;
+  /** When the SMTP server accepted the message (ms since the epoch). */
+  receivedAt: number;
 }
 
 export interface SmtpCapture {
@@ -34,8 +36,14 @@ export interface SmtpCapture {
   stop(): Promise<void>;
 }
 
-export async function startSmtpCapture(): Promise<SmtpCapture> {
-  const messages: CapturedMail[] = [];
+/**
+ * `port`: listen on this one, and `messages`: keep adding to this list (e.g. those of a capture that
+ * was stopped: the same server "comes back").
+ */
+export async function startSmtpCapture(
+  opts: { port?: number; messages?: CapturedMail[] } = {},
+): Promise<SmtpCapture> {
+  const messages: CapturedMail[] = opts.messages ?? [];
   const rejections = new Map<string, { code: number; message: string }>();
   const server = new SMTPServer({
     authOptional: true,
@@ -54,20 +62,21 @@ export async function startSmtpCapture(): Promise<SmtpCapture> {
       stream.on('end', () => {
         const raw = Buffer.concat(chunks).toString('utf8');
         const mailFrom = session.envelope.mailFrom;
-        messages.push(
-          parseMessage(
+        messages.push({
+          ...parseMessage(
             raw,
             mailFrom ? mailFrom.address : '',
             session.envelope.rcptTo.map((r) => r.address),
           ),
-        );
+          receivedAt: Date.now(),
+        });
         callback();
       });
     },
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
   });
   server.on('error', () => undefined);
   const port = (server.server.address() as AddressInfo).port;
@@ -175,7 +184,11 @@ function parseAddress(value: string): { name: string; address: string } {
   return { name, address: m[2] ?? '' };
 }
 
-function parseMessage(raw: string, envelopeFrom: string, recipients: string[]): CapturedMail {
+function parseMessage(
+  raw: string,
+  envelopeFrom: string,
+  recipients: string[],
+): Omit<CapturedMail, 'receivedAt'> {
   const top = splitHeaders(raw);
   const parts = leaves(top);
   const find = (type: string) => {
