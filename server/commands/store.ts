@@ -21,6 +21,11 @@ export interface QueuedCommand {
   bodyXml: string;
 }
 
+export interface WithdrawnCommand {
+  enrollmentId: string;
+  commandUuid: string;
+}
+
 export interface ResultInput {
   enrollmentId: string;
   commandUuid: string;
@@ -54,6 +59,12 @@ export interface CommandStore {
   complete(result: ResultInput, now: Date): Promise<boolean>;
   /** Clears the queue of these enrollments (Authenticate of a device not yet enrolled). */
   clearQueue(enrollmentIds: string[]): Promise<void>;
+  /**
+   * Withdraws these commands wherever they are still queued (any enrollment, any queue status): they are
+   * never served again and move to the results as `withdrawn`. Commands already answered (or unknown)
+   * are left as they are. Answers the (enrollment, command) pairs withdrawn by this call.
+   */
+  withdraw(commandUuids: readonly string[], now: Date): Promise<WithdrawnCommand[]>;
   listForDevice(
     udid: string,
     opts: { limit: number; cursor: string | null },

@@ -17,6 +17,8 @@ export class DeviceAssigner {
       users: Pick<UserStore, 'findByUsername'>;
       assignments: DeviceAssignmentStore;
       log: Logger;
+      /** `device.assigned` is emitted after each assignment */
+      events?: Pick<EventBus, 'emit'>;
       now?: () => Date;
     },
   ) {}
@@ -32,6 +34,7 @@ export class DeviceAssigner {
     if (result === 'user_not_found') throw new UnknownIdsError({ userId: [userId ?? ''] });
     const device = await this.deps.devices.getDevice(udid);
     if (!device) throw new NotFoundError('device');
+    this.deps.events?.emit('device.assigned', { udid, userId: device.userId });
     return device;
   }
 
@@ -55,6 +58,7 @@ export class DeviceAssigner {
     );
     if (result !== 'assigned') return null;
     this.deps.log.info({ udid: device.udid, userId: user.id }, 'device assigned by macOS user short name');
+    this.deps.events?.emit('device.assigned', { udid: device.udid, userId: user.id });
     return user.id;
   }
 

@@ -5,6 +5,7 @@ import type {
   CommandStore,
   QueuedCommand,
   ResultInput,
+  WithdrawnCommand,
 } from '../commands/store.ts';
 import { decodeTimeSeqCursor, encodeCursor } from './cursor.ts';
 import type { Database } from './database.ts';
@@ -41,20 +42,45 @@ export async function withdrawQueued(
   scope: { udid: string } | { enrollmentIds: readonly string[] },
   now: Date,
 ): Promise<number> {
+  return (await withdrawQueuedRows(db, t, scope, now)).length;
+}
+
+/** As `withdrawQueued`, also by command UUIDs (any enrollment); answers the rows withdrawn. */
+export async function withdrawQueuedRows(
+  db: Database,
+  t: Transaction,
+  scope: { udid: string } | { enrollmentIds: readonly string[] } | { commandUuids: readonly string[] },
+  now: Date,
+): Promise<WithdrawnCommand[]> {
   const m = modelsOf(db.sequelize);
   const batches =
     'udid' in scope
       ? [{ clause: 'q.udid = :key', key: scope.udid as string | string[] }]
-      : chunked([...new Set(scope.enrollmentIds)], IN_CHUNK).map((ids) => ({
-          clause: 'q.enrollment_id IN (:key)',
-          key: ids as string | string[],
-        }));
-  let total = 0;
+      : 'enrollmentIds' in scope
+        ? chunked([...new Set(scope.enrollmentIds)], IN_CHUNK).map((ids) => ({
+            clause: 'q.enrollment_id IN (:key)',
+            key: ids as string | string[],
+          }))
+        : chunked([...new Set(scope.commandUuids)], IN_CHUNK).map((ids) => ({
+            clause: 'q.command_uuid IN (:key)',
+            key: ids as string | string[],
+          }));
+  const withdrawn: WithdrawnCommand[] = [];
+  // By command: lock the rows (in one order), so that a concurrent `complete` of one of them either
+  // finishes first (the row is gone here) or waits and then finds nothing: never both.
+  const lock =
+    'commandUuids' in scope
+      ? db.dialect === 'postgres'
+        ? ' ORDER BY q.seq FOR UPDATE OF q'
+        : db.dialect === 'mariadb'
+          ? ' ORDER BY q.seq FOR UPDATE'
+          : ''
+      : '';
   for (const batch of batches) {
     const rows = await db.sequelize.query<QueueJoinRow>(
       `SELECT q.seq, q.enrollment_id, q.command_uuid, q.udid, c.request_type, q.status, q.queued_at
          FROM command_queue q JOIN commands c ON c.command_uuid = q.command_uuid
-        WHERE ${batch.clause}`,
+        WHERE ${batch.clause}${lock}`,
       { transaction: t, type: QueryTypes.SELECT, replacements: { key: batch.key } },
     );
     if (rows.length === 0) continue;
@@ -76,9 +102,9 @@ export async function withdrawQueued(
     for (const part of chunked(results, IN_CHUNK)) {
       await m.Queue.destroy({ where: { seq: part.map((r) => r.seq) }, transaction: t });
     }
-    total += rows.length;
+    for (const r of rows) withdrawn.push({ enrollmentId: r.enrollment_id, commandUuid: r.command_uuid });
   }
-  return total;
+  return withdrawn;
 }
 
 export class SqlCommandStore implements CommandStore {
@@ -226,6 +252,11 @@ export class SqlCommandStore implements CommandStore {
     if (enrollmentIds.length === 0) return;
     const now = new Date();
     await this.db.write((t) => withdrawQueued(this.db, t, { enrollmentIds }, now));
+  }
+
+  async withdraw(commandUuids: readonly string[], now: Date): Promise<WithdrawnCommand[]> {
+    if (commandUuids.length === 0) return [];
+    return this.db.write((t) => withdrawQueuedRows(this.db, t, { commandUuids }, now));
   }
 
   async listForDevice(

@@ -680,6 +680,115 @@ for (const target of testDatabases()) {
         ).to.deep.equal(['withdrawn']);
       });
 
+      it('withdraw removes commands by UUID from every enrollment (sent or NotNow too), answered ones stay', async function () {
+        const a = await enrolledDevice();
+        const b = await enrolledDevice();
+        const userChannel = `${a}:USER`;
+        await devices.tokenUpdate(
+          tokenInput(a, { enrollmentId: userChannel, channel: 'user', appleUserId: 'USER' }),
+          at(0),
+        );
+        const [shared, sent, notNow, answered, other] = [
+          uid('wd'),
+          uid('wd'),
+          uid('wd'),
+          uid('wd'),
+          uid('wd'),
+        ];
+        const queue = (enrollmentId: string, udid: string, uuid: string) => ({
+          enrollmentId,
+          udid,
+          commandUuid: uuid,
+          requestType: 'InviteToProgram',
+          bodyXml: body(uuid, 'InviteToProgram'),
+        });
+        await commands.enqueue(
+          [queue(a, a, shared), queue(userChannel, a, shared), queue(b, b, shared), queue(b, b, other)],
+          at(1),
+        );
+        await commands.enqueue(
+          [queue(a, a, sent), queue(userChannel, a, notNow), queue(b, b, answered)],
+          at(2),
+        );
+        // `shared` is served to a first (then `sent`): a result for it after the withdrawal is ignored
+        expect((await commands.next(a, false, at(3)))?.commandUuid).to.equal(shared);
+        await commands.markNotNow(userChannel, notNow, at(3));
+        expect(
+          await commands.complete(
+            { enrollmentId: b, commandUuid: answered, status: 'acknowledged', resultXml: '<plist/>' },
+            at(3),
+          ),
+        ).to.equal(true);
+
+        const withdrawn = await commands.withdraw([shared, sent, notNow, answered, uid('unknown')], at(4));
+        const key = (w: { enrollmentId: string; commandUuid: string }) =>
+          `${w.enrollmentId} ${w.commandUuid}`;
+        expect(withdrawn.map(key).sort()).to.deep.equal(
+          [
+            { enrollmentId: a, commandUuid: shared },
+            { enrollmentId: userChannel, commandUuid: shared },
+            { enrollmentId: b, commandUuid: shared },
+            { enrollmentId: a, commandUuid: sent },
+            { enrollmentId: userChannel, commandUuid: notNow },
+          ]
+            .map(key)
+            .sort(),
+        );
+        // never served again, on any channel; the other command still is
+        expect(await commands.next(a, true, at(5))).to.equal(null);
+        expect(await commands.next(userChannel, true, at(5))).to.equal(null);
+        expect((await commands.next(b, true, at(5)))?.commandUuid).to.equal(other);
+        expect(
+          await commands.complete(
+            { enrollmentId: a, commandUuid: shared, status: 'acknowledged', resultXml: '<plist/>' },
+            at(6),
+          ),
+        ).to.equal(false);
+        const listed = new Map(
+          [
+            ...(await commands.listForDevice(a, { limit: 50, cursor: null })).items,
+            ...(await commands.listForDevice(b, { limit: 50, cursor: null })).items,
+          ].map((i) => [`${i.enrollmentId} ${i.commandUuid}`, i.status]),
+        );
+        expect(listed.get(`${a} ${shared}`)).to.equal('withdrawn');
+        expect(listed.get(`${userChannel} ${notNow}`)).to.equal('withdrawn');
+        expect(listed.get(`${b} ${answered}`)).to.equal('acknowledged');
+        expect(listed.get(`${b} ${other}`)).to.equal('sent');
+        // idempotent
+        expect(await commands.withdraw([shared, sent], at(7))).to.deep.equal([]);
+        expect(await commands.withdraw([], at(7))).to.deep.equal([]);
+      });
+
+      it('withdraw and a concurrent result of the same command: exactly one of them wins', async function () {
+        const udid = await enrolledDevice();
+        const uuids = Array.from({ length: 20 }, () => uid('race'));
+        await commands.enqueue(
+          uuids.map((u) => ({
+            enrollmentId: udid,
+            udid,
+            commandUuid: u,
+            requestType: 'InviteToProgram',
+            bodyXml: body(u, 'InviteToProgram'),
+          })),
+          at(1),
+        );
+        const [withdrawn, ...completed] = await Promise.all([
+          commands.withdraw(uuids, at(2)),
+          ...uuids.map((u) =>
+            commands.complete(
+              { enrollmentId: udid, commandUuid: u, status: 'acknowledged', resultXml: '<plist/>' },
+              at(2),
+            ),
+          ),
+        ]);
+        const withdrawnSet = new Set((withdrawn ?? []).map((w) => w.commandUuid));
+        uuids.forEach((u, i) => expect(withdrawnSet.has(u)).to.equal(!completed[i], u));
+        const listed = (await commands.listForDevice(udid, { limit: 50, cursor: null })).items;
+        for (const item of listed.filter((i) => uuids.includes(i.commandUuid))) {
+          expect(item.status).to.equal(withdrawnSet.has(item.commandUuid) ? 'withdrawn' : 'acknowledged');
+        }
+      });
+
       it('listForDevice pages newest first over queued and answered commands with cursors', async function () {
         const udid = await enrolledDevice();
         const userChannel = `${udid}:USER`;

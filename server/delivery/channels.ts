@@ -1,0 +1,76 @@
+/**
+ * The two device delivery channels (see `server/invitations/channels.ts` for the contract):
+ * - `prompt_and_self_service`: `InviteToProgram` on every eligible device of the user, after an APNs
+ *   push (`DevicePrompts`), and the invitation listed in Self Service on each of the user's devices;
+ * - `self_service_only`: no command, no push: the invitation is listed in Self Service on every device of
+ *   the user, and the usage becomes `sent` when a device lists it.
+ */
+import type {
+  DeliveryChannel,
+  DeliveryOutcome,
+  InvitationForDelivery,
+  UsageForDelivery,
+  UsageRef,
+  WithdrawReason,
+} from '../invitations/channels.ts';
+import type { DevicePrompts } from './device-prompts.ts';
+import { NO_DEVICE } from './eligibility.ts';
+import type { DeliveryStore } from './store.ts';
+
+export class PromptAndSelfServiceChannel implements DeliveryChannel {
+  readonly method = 'prompt_and_self_service' as const;
+
+  constructor(private readonly prompts: DevicePrompts) {}
+
+  deliver(inv: InvitationForDelivery, items: readonly UsageForDelivery[]): Promise<DeliveryOutcome[]> {
+    return this.prompts.deliver(inv, items);
+  }
+
+  /** A new prompt where none is pending (one pending for the same invite code is kept). */
+  resend(inv: InvitationForDelivery, items: readonly UsageForDelivery[]): Promise<DeliveryOutcome[]> {
+    return this.prompts.deliver(inv, items);
+  }
+
+  withdraw(inv: InvitationForDelivery, items: readonly UsageRef[], reason: WithdrawReason): Promise<void> {
+    return this.prompts.withdraw(inv, items, reason);
+  }
+}
+
+export class SelfServiceOnlyChannel implements DeliveryChannel {
+  readonly method = 'self_service_only' as const;
+
+  constructor(private readonly store: Pick<DeliveryStore, 'devicesOfUsers'>) {}
+
+  /**
+   * Nothing to send: the invitation is listed in Self Service from now on. `pending` until a device of
+   * the user lists it (then `sent`); `skipped` (`no_device`) while the user has no device.
+   */
+  async deliver(_inv: InvitationForDelivery, items: readonly UsageForDelivery[]): Promise<DeliveryOutcome[]> {
+    const devices = await this.store.devicesOfUsers([...new Set(items.map((i) => i.userId))]);
+    const count = new Map<string, number>();
+    for (const d of devices) if (d.userId !== null) count.set(d.userId, (count.get(d.userId) ?? 0) + 1);
+    return items.map((item) => {
+      const n = count.get(item.userId) ?? 0;
+      return n > 0
+        ? {
+            usageId: item.usageId,
+            status: 'pending' as const,
+            lastAction: `Available in Self Service on ${n} device${n === 1 ? '' : 's'}: sent once listed there`,
+          }
+        : {
+            usageId: item.usageId,
+            status: 'skipped' as const,
+            reason: NO_DEVICE,
+            lastAction: 'Available in Self Service, but the user has no device yet',
+          };
+    });
+  }
+
+  /** Self Service keeps listing it: the same as delivering. */
+  resend(inv: InvitationForDelivery, items: readonly UsageForDelivery[]): Promise<DeliveryOutcome[]> {
+    return this.deliver(inv, items);
+  }
+
+  /** Nothing to take back: Self Service lists only live, unregistered-or-registered usage rows. */
+  async withdraw(): Promise<void> {}
+}
