@@ -113,6 +113,8 @@ export class JobRunner implements JobQueue {
   private started = false;
   private stopped = false;
   private claiming = false;
+  /** the claim in flight: stop() waits for it, so a job it claims runs (and settles) before stop returns */
+  private claimDone: Promise<void> = Promise.resolve();
   private again = false;
   private readonly running = new Map<string, Promise<void>>();
   private pollTimer: NodeJS.Timeout | null = null;
@@ -178,6 +180,7 @@ export class JobRunner implements JobQueue {
     if (this.wakeTimer) clearTimeout(this.wakeTimer.timer);
     this.pollTimer = null;
     this.wakeTimer = null;
+    await this.claimDone;
     while (this.running.size > 0) await Promise.allSettled([...this.running.values()]);
   }
 
@@ -193,8 +196,13 @@ export class JobRunner implements JobQueue {
       return;
     }
     this.claiming = true;
-    void this.claimLoop().finally(() => {
+    this.claimDone = this.claimLoop().finally(() => {
       this.claiming = false;
+      // A wake that came after the loop's last check (e.g. while it read nextRunAt) must not be lost.
+      if (this.again) {
+        this.again = false;
+        this.wake();
+      }
     });
   }
 

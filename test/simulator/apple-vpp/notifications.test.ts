@@ -41,7 +41,12 @@ describe('simulator/apple-vpp: notification delivery', function () {
       expect(got.map((r) => r.answered)).to.deep.equal([503, 503, 204]);
       expect(new Set(got.map((r) => r.body.notificationId)).size).to.equal(1);
       expect(got[0]?.body.notification.eventId).to.equal(ev.eventId);
-      const log = service.notifications().find((l) => l.notificationId === got[0]?.body.notificationId);
+      // The receiver sees the 204 before the service has read it: wait for the service to record it.
+      const log = await waitFor('the service to record the delivery', () =>
+        service
+          .notifications()
+          .find((l) => l.notificationId === got[0]?.body.notificationId && l.state === 'delivered'),
+      );
       expect(log?.state).to.equal('delivered');
       expect(log?.attempts.map((a) => a.status)).to.deep.equal([503, 503, 204]);
       expect(service.stats().notifications).to.include({ delivered: 1, pending: 0 });
