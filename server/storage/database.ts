@@ -52,16 +52,16 @@ export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}):
     options.logging = false;
   }
   const sequelize = new Sequelize(options);
-  if (dialect === 'sqlite') {
-    prepareSqliteConnections(sequelize, opts.sqliteBusyTimeoutMs ?? 10_000);
-  }
+  const closeWriter =
+    dialect === 'sqlite' ? prepareSqliteConnections(sequelize, opts.sqliteBusyTimeoutMs ?? 10_000) : null;
   try {
     await sequelize.authenticate();
   } catch (err) {
     await sequelize.close().catch(() => undefined);
     throw new Error(`cannot open the ${dialect} database`, { cause: err });
   }
-  return dialect === 'sqlite' ? new SqliteDatabase(sequelize) : new PooledDatabase(sequelize, dialect);
+  if (dialect === 'sqlite') return new SqliteDatabase(sequelize, closeWriter ?? (async () => undefined));
+  return new PooledDatabase(sequelize, dialect);
 }
 
 function sequelizeOptions(url: string, opts: OpenDatabaseOptions): { dialect: Dialect; options: Options } {
@@ -116,22 +116,53 @@ function sequelizeOptions(url: string, opts: OpenDatabaseOptions): { dialect: Di
 
 interface SqliteConnection {
   run(sql: string, callback: (err: Error | null) => void): unknown;
+  close(callback?: (err: Error | null) => void): unknown;
+  /** set by sequelize while a transaction owns the connection */
+  uuid?: string;
 }
 
 interface PatchableConnectionManager {
-  getConnection(options?: unknown): Promise<SqliteConnection>;
+  connections: Record<string, SqliteConnection>;
+  getConnection(options?: { uuid?: string }): Promise<SqliteConnection>;
+  releaseConnection(connection: SqliteConnection, force?: boolean): unknown;
 }
 
 /**
  * Sequelize's SQLite dialect opens a separate connection per transaction and does not run the
  * `afterConnect` hook for them, so the per-connection pragmas are applied here, to every connection.
  */
-function prepareSqliteConnections(sequelize: Sequelize, busyTimeoutMs: number): void {
+function prepareSqliteConnections(sequelize: Sequelize, busyTimeoutMs: number): () => Promise<void> {
   const manager = sequelize.connectionManager as unknown as PatchableConnectionManager;
-  const original = manager.getConnection.bind(manager);
+  const open = manager.getConnection.bind(manager);
+  const release = manager.releaseConnection.bind(manager);
+  // Sequelize opens (and afterwards closes) a new SQLite connection for every transaction, which costs
+  // milliseconds per write. Writes are serialised by SqliteDatabase, so one persistent connection
+  // serves every transaction; a transaction that starts while it is busy gets its own, as before.
+  let writer: SqliteConnection | null = null;
+  let writerBusy = false;
+  const original = async (options?: { uuid?: string }): Promise<SqliteConnection> => {
+    const uuid = options?.uuid;
+    if (uuid === undefined || uuid === 'default' || writerBusy) return open(options);
+    if (!writer) {
+      writer = await open({ uuid: 'persistent-writer' });
+      delete manager.connections['persistent-writer'];
+    }
+    writerBusy = true;
+    manager.connections[uuid] = writer;
+    return writer;
+  };
+  manager.releaseConnection = (connection: SqliteConnection, force?: boolean) => {
+    if (connection === writer) {
+      if (connection.uuid) delete manager.connections[connection.uuid];
+      delete connection.uuid;
+      writerBusy = false;
+      return undefined;
+    }
+    return release(connection, force);
+  };
   const prepared = new WeakSet<SqliteConnection>();
   let walSet = false;
-  manager.getConnection = async (options?: unknown) => {
+  manager.getConnection = async (options?: { uuid?: string }) => {
     const connection = await original(options);
     if (!prepared.has(connection)) {
       prepared.add(connection);
@@ -153,6 +184,11 @@ function prepareSqliteConnections(sequelize: Sequelize, busyTimeoutMs: number): 
     }
     return connection;
   };
+  return async () => {
+    const w = writer;
+    writer = null;
+    if (w) await new Promise<void>((resolve) => w.close(() => resolve()));
+  };
 }
 
 const inWrite = new AsyncLocalStorage<true>();
@@ -168,7 +204,10 @@ class SqliteDatabase implements Database {
   private tail: Promise<unknown> = Promise.resolve();
   private closed = false;
 
-  constructor(readonly sequelize: Sequelize) {}
+  constructor(
+    readonly sequelize: Sequelize,
+    private readonly closeWriter: () => Promise<void>,
+  ) {}
 
   write<T>(fn: (t: Transaction) => Promise<T>): Promise<T> {
     try {
@@ -189,6 +228,7 @@ class SqliteDatabase implements Database {
   async close(): Promise<void> {
     this.closed = true;
     await this.tail;
+    await this.closeWriter();
     await this.sequelize.close();
   }
 }
