@@ -3,13 +3,20 @@ import express, { type ErrorRequestHandler, type Request, type Response } from '
 import { decodePlistDict, PlistError } from '../shared/plist/index.ts';
 import { parseCheckin, parseCommandReport, ProtocolError } from '../shared/mdm/index.ts';
 import { requireAdmin } from './admin/auth.ts';
+import { pushAdminRoutes, type PushAdminDeps } from './admin/push-routes.ts';
 import { mdmAdminRoutes, type AdminDeps } from './admin/routes.ts';
 import type { CheckinService } from './checkin/checkin-service.ts';
 import type { ConnectService } from './commands/connect-service.ts';
+import { directoryRoutes, type DirectoryDeps } from './directory/routes.ts';
 import type { EnrollmentService } from './enrollment/enrollment-service.ts';
 import { AppError, NotFoundError } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { DeviceIdentity, DeviceIdentityVerifier } from './transport/device-identity.ts';
+import { vppNotificationRoutes, vppRoutes, type VppDeps } from './vpp/routes.ts';
+import { invitationRoutes, type InvitationRouteDeps } from './invitations/routes.ts';
+import { registrationRouter, type RegistrationRouterDeps } from './registration/registration-router.ts';
+import { selfServiceRoutes } from './delivery/routes.ts';
+import type { SelfService } from './delivery/self-service.ts';
 
 export interface AppDeps extends AdminDeps {
   log: Logger;
@@ -19,6 +26,14 @@ export interface AppDeps extends AdminDeps {
   checkin: CheckinService;
   connect: ConnectService;
   enrollment: EnrollmentService;
+  directory: DirectoryDeps;
+  push: PushAdminDeps;
+  vpp: VppDeps;
+  invitations: InvitationRouteDeps;
+  /** The registration page (`/register/{code}`) the invitation emails link to. */
+  registration: RegistrationRouterDeps;
+  /** Self Service on devices (`/selfservice/v1/...`, the device's identity certificate). */
+  selfService: SelfService;
 }
 
 /** The HTTP surface: device endpoints (plist, never 401) and the admin API (JSON). */
@@ -65,8 +80,18 @@ export function createApp(deps: AppDeps): express.Express {
   api.use(requireAdmin(deps.adminToken));
   api.use(express.json({ limit: '1mb' }));
   api.use(mdmAdminRoutes(deps));
+  api.use(directoryRoutes(deps.directory));
+  api.use(pushAdminRoutes(deps.push));
+  api.use(vppRoutes(deps.vpp));
+  api.use(invitationRoutes(deps.invitations));
   api.use((_req, _res, next) => next(new NotFoundError('route')));
   app.use('/api/v1', api);
+  // Apple's Apps and Books notifications (authenticated by each location's notification token).
+  app.use(vppNotificationRoutes(deps.vpp));
+  // The registration page of emailed links (HTML; its own security headers and error pages).
+  app.use(registrationRouter(deps.registration));
+  // Self Service on devices (JSON; the TLS client certificate or the trusted proxy's header; never 401).
+  app.use(selfServiceRoutes({ verifier: deps.verifier, selfService: deps.selfService }));
 
   app.use((_req, _res, next) => next(new NotFoundError('route')));
   app.use(errorHandler(deps.log));

@@ -43,6 +43,7 @@ const envSchema = z.object({
   MDM_VPP_URL: url(['https:', 'http:']).optional(),
   MDM_SMTP_URL: url(['smtp:', 'smtps:']).optional(),
   MDM_MAIL_FROM: z.string().email().optional(),
+  MDM_MAIL_RATE: z.coerce.number().min(0.01).max(1000).default(5),
   MDM_LDAP_URL: url(['ldap:', 'ldaps:']).optional(),
   MDM_LDAP_BIND_DN: z.string().optional(),
   MDM_LDAP_BIND_PASSWORD: z.string().optional(),
@@ -59,6 +60,8 @@ const envSchema = z.object({
     .min(1024)
     .default(10 * 1024 * 1024),
   MDM_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  MDM_PUSH_SWEEP_SECONDS: z.coerce.number().int().min(10).max(86_400).default(300),
+  MDM_VPP_SYNC_SECONDS: z.coerce.number().int().min(1).max(86_400).default(600),
 });
 
 export type Env = z.input<typeof envSchema>;
@@ -80,6 +83,8 @@ export interface Config {
   devPushAllowed: boolean;
   smtpUrl: string | null;
   mailFrom: string | null;
+  /** Pacing of invitation emails: messages handed to SMTP per second, per instance (`MDM_MAIL_RATE`). */
+  mailRate: number;
   ldap: {
     url: string;
     bindDn: string | null;
@@ -91,6 +96,10 @@ export interface Config {
   tls: { certFile: string; keyFile: string } | null;
   deviceCa: { certFile: string; keyFile: string } | null;
   maxBodyBytes: number;
+  /** How often pushes are re-requested for enrollments whose commands stay unanswered that long. */
+  pushSweepSeconds: number;
+  /** How often every location's users are synced with Apple's Apps and Books service (`users?sinceVersionId=`). */
+  vppSyncSeconds: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 }
 
@@ -155,6 +164,7 @@ export function loadConfig(env: Record<string, string | undefined>, cwd = proces
     devPushAllowed: new URL(apnsUrl).host !== new URL(APPLE_APNS_URL).host,
     smtpUrl: e.MDM_SMTP_URL ?? null,
     mailFrom: e.MDM_MAIL_FROM ?? null,
+    mailRate: e.MDM_MAIL_RATE,
     ldap: e.MDM_LDAP_URL
       ? {
           url: e.MDM_LDAP_URL,
@@ -177,6 +187,8 @@ export function loadConfig(env: Record<string, string | undefined>, cwd = proces
           }
         : null,
     maxBodyBytes: e.MDM_MAX_BODY_BYTES,
+    pushSweepSeconds: e.MDM_PUSH_SWEEP_SECONDS,
+    vppSyncSeconds: e.MDM_VPP_SYNC_SECONDS,
     logLevel: e.MDM_LOG_LEVEL,
   });
 }

@@ -47,6 +47,11 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error(err);
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'EADDRINUSE' || e?.code === 'EACCES') {
+    console.error(`cannot listen: ${e.message} (set MDM_PORT / MDM_HOST)`);
+  } else {
+    console.error(err);
+  }
   process.exit(1);
 });

@@ -4,23 +4,20 @@ import type { DeviceStore } from '../checkin/store.ts';
 import type { CommandService } from '../commands/command-service.ts';
 import { findNull, jsonToPlist, type Json } from '../commands/plist-json.ts';
 import type { CommandStore } from '../commands/store.ts';
+import type { DeviceAssigner } from '../directory/device-assigner.ts';
 import type { EnrollmentService } from '../enrollment/enrollment-service.ts';
 import { BadRequestError, NotFoundError } from '../errors.ts';
 import { presentCommand, presentDevice, presentToken } from './presenters.ts';
-import { parse } from './validate.ts';
+import { listQuery, parse } from './validate.ts';
 
 export interface AdminDeps {
   devices: DeviceStore;
   commands: CommandStore;
   commandService: CommandService;
   enrollment: EnrollmentService;
+  /** Assignment of devices to directory users (checks that the user exists). */
+  deviceAssigner: DeviceAssigner;
 }
-
-const listQuery = z.object({
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
-  cursor: z.string().min(1).max(1000).optional(),
-  q: z.string().max(200).optional(),
-});
 
 const tokenBody = z
   .object({
@@ -81,8 +78,8 @@ export function mdmAdminRoutes(deps: AdminDeps): Router {
 
   r.put('/devices/:udid/user', async (req, res) => {
     const body = parse(assignBody, req.body ?? {});
-    const device = await deps.devices.assignUser(req.params.udid, body.userId);
-    if (!device) throw new NotFoundError('device');
+    // Unknown device: 404; unknown user: 400 `unknown_ids` with details `{ userId: [id] }`.
+    const device = await deps.deviceAssigner.assign(req.params.udid, body.userId);
     res.json(presentDevice(device, await deps.devices.listEnrollments(device.udid)));
   });
 

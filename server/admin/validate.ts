@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import { BadRequestError } from '../errors.ts';
 
 /** Parses input with a zod schema; a failure is a 400 whose details name every bad field. */
@@ -12,3 +12,10 @@ export function parse<S extends z.ZodType>(schema: S, input: unknown, where = 'b
   }
   throw new BadRequestError(`invalid ${where}`, details);
 }
+
+/** The query of every admin list: `limit` (default 100, 1..1000), an opaque `cursor`, a `q` filter. */
+export const listQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  cursor: z.string().min(1).max(1000).optional(),
+  q: z.string().max(200).optional(),
+});

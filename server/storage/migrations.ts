@@ -1,4 +1,10 @@
 import { DataTypes, type QueryInterface, type Transaction } from 'sequelize';
+import { deliveryMigration } from './delivery-migration.ts';
+import { directoryMigration } from './directory-migration.ts';
+import { emailMigration } from './email-migration.ts';
+import { invitationMigration } from './invitation-migration.ts';
+import { pushMigration } from './push-migration.ts';
+import { vppMigration } from './vpp-migration.ts';
 
 /**
  * One schema change. `up` runs inside the migration lock and, on SQLite and Postgres, inside one
@@ -163,4 +169,12 @@ const mdmCore: Migration = {
 };
 
 /** Every migration, in the order they apply. Append only. */
-export const migrations: readonly Migration[] = [mdmCore];
+export const migrations: readonly Migration[] = [
+  mdmCore,
+  pushMigration,
+  directoryMigration,
+  vppMigration,
+  invitationMigration,
+  deliveryMigration,
+  emailMigration,
+];

@@ -33,16 +33,20 @@ export interface HttpAnswer {
   json: <T = unknown>() => T;
 }
 
-/** Starts a real server (HTTPS on a free port, SQLite in a temp dir unless `databaseUrl`). */
+/**
+ * Starts a real server (HTTPS on a free port, SQLite in a temp dir unless `databaseUrl`). A given
+ * `MDM_DATA_DIR` is used as is and kept on `stop()` (a restart test starts a server on it again).
+ */
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
-  const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'mdm-test-'));
+  const ownDataDir = env.MDM_DATA_DIR === undefined;
+  const dataDir = env.MDM_DATA_DIR ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'mdm-test-')));
   const config = loadConfig({
-    MDM_DATA_DIR: dataDir,
     MDM_PORT: '0',
     MDM_HOST: '127.0.0.1',
     MDM_PUBLIC_URL: 'https://127.0.0.1:0',
     MDM_LOG_LEVEL: 'silent',
     ...env,
+    MDM_DATA_DIR: dataDir,
   });
   const server = await startServer(
     config,
@@ -75,7 +79,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     async stop() {
       agent.destroy();
       await server.close();
-      await fs.rm(dataDir, { recursive: true, force: true });
+      if (ownDataDir) await fs.rm(dataDir, { recursive: true, force: true });
     },
   };
 }

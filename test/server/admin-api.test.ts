@@ -132,10 +132,15 @@ describe('admin API (MDM core)', function () {
     });
 
     it('assigns a user', async () => {
-      const res = await ts.api('PUT', `/devices/${udid}/user`, { userId: '42' });
+      const created = await ts.api('POST', '/users', { username: 'device-owner' });
+      const { id } = created.json<{ id: string }>();
+      const res = await ts.api('PUT', `/devices/${udid}/user`, { userId: id });
       expect(res.status).to.equal(200);
-      expect(res.json<{ userId: string }>().userId).to.equal('42');
+      expect(res.json<{ userId: string }>().userId).to.equal(id);
       expect((await ts.api('PUT', `/devices/${udid}/user`, { userId: 42 })).status).to.equal(400);
+      const unknown = await ts.api('PUT', `/devices/${udid}/user`, { userId: '424242' });
+      expect(unknown.status).to.equal(400);
+      expect(unknown.json<ErrorBody>().error.details).to.deep.equal({ userId: ['424242'] });
       const cleared = await ts.api('PUT', `/devices/${udid}/user`, { userId: null });
       expect(cleared.json<{ userId: string | null }>().userId).to.equal(null);
     });
