@@ -1,5 +1,6 @@
-import { DataTypes, QueryTypes, type QueryInterface } from 'sequelize';
+import { DataTypes } from 'sequelize';
 import type { Migration } from './migrations.ts';
+import { schemaKit } from './schema-kit.ts';
 
 /**
  * `0006_device_delivery`: the `InviteToProgram` prompts sent to devices (`device_prompts`, one row per
@@ -10,33 +11,7 @@ import type { Migration } from './migrations.ts';
 export const deliveryMigration: Migration = {
   id: '0006_device_delivery',
   async up(qi, t) {
-    const dialect = qi.sequelize.getDialect();
-    // SQLite allows AUTOINCREMENT only on an INTEGER PRIMARY KEY (64-bit there anyway).
-    const idType = dialect === 'sqlite' ? DataTypes.INTEGER : DataTypes.BIGINT;
-    const string = (length: number, allowNull: boolean) => ({ type: DataTypes.STRING(length), allowNull });
-    const time = (allowNull: boolean) => ({ type: DataTypes.DATE(3), allowNull });
-    const existing = async (sql: string) => {
-      if (dialect !== 'mariadb') return new Set<string>();
-      const rows = await qi.sequelize.query<{ name: string }>(sql, {
-        type: QueryTypes.SELECT,
-        transaction: t,
-      });
-      return new Set(rows.map((r) => r.name));
-    };
-    const tables = await existing(
-      'SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()',
-    );
-    const indexes = await existing(
-      'SELECT DISTINCT INDEX_NAME AS name FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE()',
-    );
-    const table = async (name: string, attributes: Parameters<QueryInterface['createTable']>[1]) => {
-      if (tables.has(name)) return;
-      await qi.createTable(name, attributes, { transaction: t, charset: 'utf8mb4', collate: 'utf8mb4_bin' });
-    };
-    const index = async (tableName: string, name: string, fields: string[], unique = false) => {
-      if (indexes.has(name)) return;
-      await qi.addIndex(tableName, fields, { name, unique, transaction: t });
-    };
+    const { idType, string, time, table, index } = await schemaKit(qi, t);
 
     // One row per (user, location, device). `state`: `skipped` (no prompt: `reason` says why), `queued`
     // and `not_now` (a command waits in the queue: "active"), `acknowledged`, `failed` (`reason`), or

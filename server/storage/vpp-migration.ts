@@ -1,5 +1,5 @@
-import { DataTypes, QueryTypes, type QueryInterface } from 'sequelize';
 import type { Migration } from './migrations.ts';
+import { schemaKit } from './schema-kit.ts';
 
 /**
  * `0004_vpp`: the generic durable job queue (`jobs`) and Apple's Apps and Books data: locations (one
@@ -10,42 +10,7 @@ import type { Migration } from './migrations.ts';
 export const vppMigration: Migration = {
   id: '0004_vpp',
   async up(qi, t) {
-    const dialect = qi.sequelize.getDialect();
-    // SQLite allows AUTOINCREMENT only on an INTEGER PRIMARY KEY (64-bit there anyway).
-    const idType = dialect === 'sqlite' ? DataTypes.INTEGER : DataTypes.BIGINT;
-    const key = { type: idType, primaryKey: true, autoIncrement: true, allowNull: false };
-    // as longTextType in migrations.ts (not imported: that module imports this one)
-    const longText = dialect === 'mariadb' ? DataTypes.TEXT('long') : DataTypes.TEXT;
-    const string = (length: number, allowNull: boolean) => ({ type: DataTypes.STRING(length), allowNull });
-    const time = (allowNull: boolean) => ({ type: DataTypes.DATE(3), allowNull });
-    const int = (allowNull: boolean) => ({
-      type: DataTypes.INTEGER,
-      allowNull,
-      ...(allowNull ? {} : { defaultValue: 0 }),
-    });
-    const flag = () => ({ type: DataTypes.BOOLEAN, allowNull: false, defaultValue: false });
-    const existing = async (sql: string) => {
-      if (dialect !== 'mariadb') return new Set<string>();
-      const rows = await qi.sequelize.query<{ name: string }>(sql, {
-        type: QueryTypes.SELECT,
-        transaction: t,
-      });
-      return new Set(rows.map((r) => r.name));
-    };
-    const tables = await existing(
-      'SELECT TABLE_NAME AS name FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()',
-    );
-    const indexes = await existing(
-      'SELECT DISTINCT INDEX_NAME AS name FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE()',
-    );
-    const table = async (name: string, attributes: Parameters<QueryInterface['createTable']>[1]) => {
-      if (tables.has(name)) return;
-      await qi.createTable(name, attributes, { transaction: t, charset: 'utf8mb4', collate: 'utf8mb4_bin' });
-    };
-    const index = async (tableName: string, name: string, fields: string[], unique = false) => {
-      if (indexes.has(name)) return;
-      await qi.addIndex(tableName, fields, { name, unique, transaction: t });
-    };
+    const { idType, key, longText, string, time, int, flag, table, index } = await schemaKit(qi, t);
 
     // Durable background work of every kind. A keyed job exists once while pending: enqueueing the key
     // again bumps `generation` (and may move `run_at` earlier); a claim copies it to
