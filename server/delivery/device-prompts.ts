@@ -194,8 +194,15 @@ export class DevicePrompts {
   private readonly opts: DevicePromptOptions;
   private pendingResults: PromptResult[] = [];
   private resultTimer: NodeJS.Timeout | null = null;
-  /** results and usage-device refreshes run one at a time in this process (last write wins otherwise) */
+  /** answer batches are applied one at a time in this process */
   private lane: Promise<unknown> = Promise.resolve();
+  /**
+   * Per (user, location): the usage-device rewrite in progress. Rewrites of one pair run one at a time
+   * (each reads the prompts when it starts), so the last one written is never older than another.
+   */
+  private readonly pairLocks = new Map<string, Promise<void>>();
+  /** work started by events (awaited by `stop`) */
+  private readonly inFlight = new Set<Promise<void>>();
   private stopped = false;
 
   constructor(private readonly deps: DevicePromptsDeps) {
@@ -223,22 +230,28 @@ export class DevicePrompts {
   /** In-process events: they make things happen sooner (the jobs find everything anyway). */
   listen(events: EventBus): void {
     const log = this.deps.log;
-    const guard = (what: string, p: Promise<unknown>) =>
-      p.catch((err: unknown) => log.warn({ err }, `device prompts: could not handle ${what}`));
+    const guard = (what: string, p: Promise<unknown>) => {
+      const run = p.then(
+        () => undefined,
+        (err: unknown) => log.warn({ err }, `device prompts: could not handle ${what}`),
+      );
+      this.inFlight.add(run);
+      void run.finally(() => this.inFlight.delete(run));
+    };
     events.on('command.result', (e) => this.onResult(e));
     events.on('registration.associated', ({ userId, locationId }) => {
-      void guard(
+      guard(
         'a registration',
         this.withdrawPairs([{ userId, locationId }], 'the user registered (accepted on another device)'),
       );
     });
     events.on('device.assigned', ({ udid }) => {
-      void guard('an assignment', this.wakeDevices([udid]));
+      guard('an assignment', this.wakeDevices([udid]));
     });
     events.on('enrollment.token_updated', ({ enrollmentId, udid, first }) => {
       // a device (re-)enrolled, or a user channel checked in: its user's prompts may go there now
       if (!first && enrollmentId === udid) return;
-      void guard(
+      guard(
         'a token update',
         this.deps.devices.getDevice(udid).then((d) => (d?.userId ? this.wakeDevices([udid]) : undefined)),
       );
@@ -260,6 +273,7 @@ export class DevicePrompts {
     const batch = this.pendingResults.splice(0);
     if (batch.length > 0) await this.inLane(() => this.applyResults(batch)).catch(() => undefined);
     await this.lane.catch(() => undefined);
+    await Promise.allSettled([...this.inFlight]);
   }
 
   private inLane<T>(fn: () => Promise<T>): Promise<T> {
@@ -313,7 +327,7 @@ export class DevicePrompts {
       prompted.set(p.userId, [...(prompted.get(p.userId) ?? []), p.udid]);
     }
     const pairs = ready.map((i) => ({ userId: i.userId, locationId: inv.locationId }));
-    await this.inLane(() => this.refreshDevices(pairs, now));
+    await this.refreshDevices(pairs, now);
 
     const outcomes: DeliveryOutcome[] = [];
     const reports: UsageReport[] = [];
@@ -467,9 +481,24 @@ export class DevicePrompts {
     );
     if (changed.length > 0) {
       this.deps.log.info({ prompts: changed.length, why }, 'InviteToProgram withdrawn');
-      await this.inLane(() => this.refreshDevices(changed, now));
+      await this.refreshDevices(changed, now);
     }
     return changed.length;
+  }
+
+  /** Runs `fn` once no other rewrite of these pairs is in progress (taken at once, so no cycles). */
+  private async withPairs<T>(keys: readonly string[], fn: () => Promise<T>): Promise<T> {
+    const prior = keys.map((k) => this.pairLocks.get(k)).filter((p): p is Promise<void> => p !== undefined);
+    let release = () => {};
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    for (const k of keys) this.pairLocks.set(k, mine);
+    try {
+      await Promise.all(prior);
+      return await fn();
+    } finally {
+      release();
+      for (const k of keys) if (this.pairLocks.get(k) === mine) this.pairLocks.delete(k);
+    }
   }
 
   /** Rewrites the usage items' `devices` of these pairs from their prompts. */
@@ -481,6 +510,16 @@ export class DevicePrompts {
       ...new Map(pairs.map((p) => [pairKey(p), { userId: p.userId, locationId: p.locationId }])).values(),
     ];
     if (unique.length === 0) return { usages: [], prompts: [] };
+    return this.withPairs(
+      unique.map((p) => pairKey(p)),
+      () => this.rewriteDevices(unique, now),
+    );
+  }
+
+  private async rewriteDevices(
+    unique: readonly UserLocation[],
+    now: Date,
+  ): Promise<{ usages: DeliveryUsage[]; prompts: PromptRecord[] }> {
     const [usages, prompts] = await Promise.all([
       this.deps.store.usagesOf(unique, [PROMPT_METHOD]),
       this.deps.store.promptsOf(unique),
@@ -588,7 +627,7 @@ export class DevicePrompts {
     const claimed = await this.deps.store.claim(claims, now);
     const urlOf = new Map(work.map((w) => [pairKey(w), w.invitationUrl]));
     await this.queueCommands(claimed, urlOf, now);
-    const { prompts } = await this.inLane(() => this.refreshDevices(work, now));
+    const { prompts } = await this.refreshDevices(work, now);
     const promptsOf = groupBy(prompts, pairKey);
     const fresh = new Set(claimed.queued.map((q) => pairKey(q)));
     const label = deviceLabel(device);
@@ -686,7 +725,7 @@ export class DevicePrompts {
         'the command was lost: prompting again',
         now,
       );
-      if (changed.length > 0) await this.inLane(() => this.refreshDevices(changed, now));
+      if (changed.length > 0) await this.refreshDevices(changed, now);
       await this.wakeDevices(lost.map((p) => p.udid));
     }
     if (job.stopping) return later(0);
