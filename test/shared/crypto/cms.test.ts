@@ -199,7 +199,10 @@ describe('shared/crypto CMS (Mdm-Signature)', function () {
       const header = vectorPath('synthetic/mdm-signature.header.txt');
       const bodyFile = vectorPath('synthetic/mdm-signature.body.plist');
       const certFile = vectorPath('synthetic/mdm-signature.signer-cert.pem');
-      if (!header || !bodyFile || !certFile) return this.skip();
+      if (!header || !bodyFile || !certFile) {
+        console.warn('      skipped: ../shared/vectors/synthetic is not present');
+        return this.skip();
+      }
       const cms = Buffer.from((await readFile(header, 'utf8')).trim(), 'base64');
       const sampleBody = await readFile(bodyFile);
       const signer = verifyDetached(cms, sampleBody);
@@ -212,7 +215,10 @@ describe('shared/crypto CMS (Mdm-Signature)', function () {
 
     describe('with openssl', function () {
       before(function () {
-        if (!hasOpenssl()) this.skip();
+        if (!hasOpenssl()) {
+          console.warn('      skipped: openssl is not installed');
+          this.skip();
+        }
       });
 
       it('openssl cms -verify accepts signDetached output (sha256 + attributes, sha1 without)', async function () {

@@ -59,7 +59,10 @@ describe('shared/crypto PKCS#12', function () {
   });
 
   it('openssl pkcs12 -info accepts it (3DES, without -legacy if possible)', async function () {
-    if (!hasOpenssl()) return this.skip();
+    if (!hasOpenssl()) {
+      console.warn('      skipped: openssl is not installed');
+      return this.skip();
+    }
     await withTempDir(async (dir) => {
       const file = path.join(dir, 'id.p12');
       await writeFile(
