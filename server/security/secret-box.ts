@@ -1,6 +1,7 @@
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
 
 const VERSION = 'v1';
+const TAG_BYTES = 16;
 
 /**
  * Encrypts secrets kept in the database (service tokens, push certificate keys) with AES-256-GCM under
@@ -40,9 +41,14 @@ export class SecretBox {
   open(sealed: string, associatedData: string): string {
     const [version, iv, tag, ct] = sealed.split('.');
     if (version !== VERSION || !iv || !tag || ct === undefined) throw new Error('not a sealed secret');
-    const decipher = createDecipheriv('aes-256-gcm', this.key, Buffer.from(iv, 'base64url'));
+    const tagBytes = Buffer.from(tag, 'base64url');
+    // A full 16-byte tag only: GCM would otherwise accept a truncated (weaker) tag.
+    if (tagBytes.length !== TAG_BYTES) throw new Error('not a sealed secret');
+    const decipher = createDecipheriv('aes-256-gcm', this.key, Buffer.from(iv, 'base64url'), {
+      authTagLength: TAG_BYTES,
+    });
     decipher.setAAD(Buffer.from(associatedData, 'utf8'));
-    decipher.setAuthTag(Buffer.from(tag, 'base64url'));
+    decipher.setAuthTag(tagBytes);
     return Buffer.concat([decipher.update(Buffer.from(ct, 'base64url')), decipher.final()]).toString('utf8');
   }
 }

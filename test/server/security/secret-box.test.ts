@@ -17,8 +17,18 @@ describe('SecretBox', () => {
     expect(() => box.open(sealed, 'location:2')).to.throw();
     expect(() => new SecretBox('22'.repeat(32)).open(sealed, 'location:1')).to.throw();
     const parts = sealed.split('.');
-    parts[3] = Buffer.from('y').toString('base64url');
-    expect(() => box.open(parts.join('.'), 'location:1')).to.throw();
+    // Flip one bit of the ciphertext (replacing it with a fixed byte would equal it 1 time in 256).
+    const ct = Buffer.from(parts[3] ?? '', 'base64url');
+    ct[0] = (ct[0] ?? 0) ^ 0x01;
+    const tampered = [...parts];
+    tampered[3] = ct.toString('base64url');
+    expect(() => box.open(tampered.join('.'), 'location:1')).to.throw();
+    // A truncated tag is refused, not checked on its first bytes only.
+    const truncated = [...parts];
+    truncated[2] = Buffer.from(parts[2] ?? '', 'base64url')
+      .subarray(0, 4)
+      .toString('base64url');
+    expect(() => box.open(truncated.join('.'), 'location:1')).to.throw('not a sealed secret');
     expect(() => box.open('garbage', 'location:1')).to.throw('not a sealed secret');
   });
 
