@@ -2,7 +2,10 @@ import type { TLSSocket } from 'node:tls';
 import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
 import { decodePlistDict, PlistError } from '../shared/plist/index.ts';
 import { parseCheckin, parseCommandReport, ProtocolError } from '../shared/mdm/index.ts';
+import { apiTokenRoutes } from './admin/api-token-routes.ts';
+import type { ApiTokenStore } from './admin/api-tokens.ts';
 import { requireAdmin } from './admin/auth.ts';
+import { siteScope, type SiteScopeDeps } from './admin/site-scope.ts';
 import { pushAdminRoutes, type PushAdminDeps } from './admin/push-routes.ts';
 import { mdmAdminRoutes, type AdminDeps } from './admin/routes.ts';
 import type { CheckinService } from './checkin/checkin-service.ts';
@@ -34,6 +37,10 @@ export interface AppDeps extends AdminDeps {
   registration: RegistrationRouterDeps;
   /** Self Service on devices (`/selfservice/v1/...`, the device's identity certificate). */
   selfService: SelfService;
+  /** Admin API tokens made through `/api/v1/api-tokens`. */
+  apiTokens: ApiTokenStore;
+  /** What the rules of site-limited API tokens look up. */
+  siteScope: SiteScopeDeps;
 }
 
 /** The HTTP surface: device endpoints (plist, never 401) and the admin API (JSON). */
@@ -77,8 +84,10 @@ export function createApp(deps: AppDeps): express.Express {
 
   // ---- admin API ----
   const api = express.Router();
-  api.use(requireAdmin(deps.adminToken));
+  api.use(requireAdmin({ adminToken: deps.adminToken, apiTokens: deps.apiTokens }));
   api.use(express.json({ limit: '1mb' }));
+  api.use(siteScope(deps.siteScope));
+  api.use(apiTokenRoutes({ tokens: deps.apiTokens }));
   api.use(mdmAdminRoutes(deps));
   api.use(directoryRoutes(deps.directory));
   api.use(pushAdminRoutes(deps.push));

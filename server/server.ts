@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { ensureDevPki } from '../certs/dev-pki.ts';
 import { createApp } from './app.ts';
+import { SqlApiTokenStore } from './storage/api-token-store.ts';
 import { CheckinService } from './checkin/checkin-service.ts';
 import { SeenBatcher } from './checkin/seen-batcher.ts';
 import { CommandService } from './commands/command-service.ts';
@@ -410,6 +411,14 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     invitations: { invitations: invitationService, publicUrl: url, log: invitationLog },
     registration,
     selfService,
+    apiTokens: new SqlApiTokenStore(db),
+    siteScope: {
+      sites: directory.sites,
+      users,
+      locations: vppStore,
+      invitations: invitationStore,
+      devices,
+    },
   });
   server.on('request', app);
   pushCertificates.start();

@@ -7,6 +7,7 @@ import type { CommandStore } from '../commands/store.ts';
 import type { DeviceAssigner } from '../directory/device-assigner.ts';
 import type { EnrollmentService } from '../enrollment/enrollment-service.ts';
 import { BadRequestError, NotFoundError } from '../errors.ts';
+import { siteLimitOf } from './auth.ts';
 import { presentCommand, presentDevice, presentToken } from './presenters.ts';
 import { listQuery, parse } from './validate.ts';
 
@@ -63,7 +64,12 @@ export function mdmAdminRoutes(deps: AdminDeps): Router {
 
   r.get('/devices', async (req, res) => {
     const q = parse(listQuery, req.query, 'query');
-    const page = await deps.devices.listDevices({ limit: q.limit, cursor: q.cursor ?? null, q: q.q ?? null });
+    const page = await deps.devices.listDevices({
+      limit: q.limit,
+      cursor: q.cursor ?? null,
+      q: q.q ?? null,
+      siteId: siteLimitOf(res),
+    });
     const items = await Promise.all(
       page.items.map(async (d) => presentDevice(d, await deps.devices.listEnrollments(d.udid))),
     );

@@ -88,10 +88,12 @@ export interface DeviceStore {
   listEnrollments(udid: string): Promise<Enrollment[]>;
   /** Batched: records that these devices were seen at `now` (kept apart from queue writes). */
   touch(udids: string[], now: Date): Promise<void>;
+  /** `siteId`: only devices whose assigned user belongs to that site (a site-limited API token's list). */
   listDevices(opts: {
     limit: number;
     cursor: string | null;
     q: string | null;
+    siteId?: string | null;
   }): Promise<{ items: Device[]; nextCursor: string | null }>;
   assignUser(udid: string, userId: string | null): Promise<Device | null>;
 }

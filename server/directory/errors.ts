@@ -20,9 +20,19 @@ export class NameTakenError extends ConflictError {
   }
 }
 
-/** A site that users still belong to cannot be deleted: `409 site_in_use`, details count what uses it. */
+/**
+ * A site that users or locations still use cannot be deleted: `409 site_in_use`; details count what uses
+ * it (`users`, and `locations` when any).
+ */
 export class SiteInUseError extends ConflictError {
-  constructor(users: number) {
-    super('site_in_use', `the site still has ${users} user(s): remove them from it first`, { users });
+  constructor(users: number, locations = 0) {
+    const parts = [
+      ...(users > 0 || locations === 0 ? [`${users} user(s)`] : []),
+      ...(locations > 0 ? [`${locations} location(s)`] : []),
+    ];
+    super('site_in_use', `the site still has ${parts.join(' and ')}: move them to another site first`, {
+      users,
+      ...(locations > 0 ? { locations } : {}),
+    });
   }
 }

@@ -1,4 +1,6 @@
 import { Router } from 'express';
+import { siteLimitOf } from '../admin/auth.ts';
+import { OutsideSiteError } from '../admin/site-scope.ts';
 import { listQuery, parse } from '../admin/validate.ts';
 import { NotFoundError } from '../errors.ts';
 import { UnknownIdsError } from './errors.ts';
@@ -32,8 +34,14 @@ export function directoryRoutes(deps: DirectoryDeps): Router {
     const q = parse(listQuery, query, 'query');
     return { limit: q.limit, cursor: q.cursor ?? null, q: q.q ?? null };
   };
-  const groupWithMembers = async (group: UserGroup) =>
-    presentGroup(group, await collectIds(deps.groups.listMemberIds([group.id])));
+  /** Every member; for a site-limited caller, the members of its site only. */
+  const groupWithMembers = async (group: UserGroup, siteLimit: string | null = null) => {
+    const ids = await collectIds(deps.groups.listMemberIds([group.id]));
+    if (siteLimit === null) return presentGroup(group, ids);
+    const inSite = new Set(await collectIds(deps.users.listUserIdsInSite(siteLimit)));
+    const members = ids.filter((id) => inSite.has(id));
+    return { ...presentGroup(group, members), userCount: members.length };
+  };
 
   // ---- sites ----
   r.post('/sites', async (req, res) => {
@@ -74,6 +82,10 @@ export function directoryRoutes(deps: DirectoryDeps): Router {
 
   r.get('/users', async (req, res) => {
     const q = parse(userListQuery, req.query, 'query');
+    const limit = siteLimitOf(res);
+    if (limit !== null && q.siteId !== undefined && q.siteId !== limit)
+      throw new OutsideSiteError(`site ${q.siteId}`);
+    if (limit !== null) q.siteId = limit;
     if (q.siteId !== undefined && (await deps.sites.missing([q.siteId])).length > 0) {
       throw new UnknownIdsError({ siteId: [q.siteId] });
     }
@@ -126,7 +138,7 @@ export function directoryRoutes(deps: DirectoryDeps): Router {
   r.get('/user-groups/:id', async (req, res) => {
     const group = await deps.groups.get(req.params.id);
     if (!group) throw new NotFoundError('user group');
-    res.json(await groupWithMembers(group));
+    res.json(await groupWithMembers(group, siteLimitOf(res)));
   });
 
   r.get('/user-groups/:id/users', async (req, res) => {
@@ -136,7 +148,7 @@ export function directoryRoutes(deps: DirectoryDeps): Router {
       limit: q.limit,
       cursor: q.cursor ?? null,
       q: q.q ?? null,
-      siteId: null,
+      siteId: siteLimitOf(res),
       groupId: req.params.id,
     });
     res.json(presentPage(page, presentUser));

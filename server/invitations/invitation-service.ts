@@ -124,6 +124,7 @@ export class InvitationService {
     cursor: string | null;
     q: string | null;
     locationId: string | null;
+    siteId?: string | null;
   }): Promise<Page<InvitationView>> {
     const page = await this.deps.store.listInvitations(opts);
     const counts = await this.deps.store.counts(page.items.map((i) => i.id));

@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { Router } from 'express';
+import { siteLimitOf } from '../admin/auth.ts';
 import { parse } from '../admin/validate.ts';
 import type { Logger } from '../log.ts';
 import type { InvitationService } from './invitation-service.ts';
@@ -37,6 +38,7 @@ export function invitationRoutes(deps: InvitationRouteDeps): Router {
       cursor: q.cursor ?? null,
       q: q.q ?? null,
       locationId: q.locationId ?? null,
+      siteId: siteLimitOf(res),
     });
     res.json({
       items: page.items.map((v) => presentInvitation(v.invitation, v.counts)),

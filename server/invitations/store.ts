@@ -24,6 +24,8 @@ export interface InvitationListOptions {
   /** a case-insensitive substring of the name */
   q: string | null;
   locationId: string | null;
+  /** only the invitations of that site (a site-limited API token's list) */
+  siteId?: string | null;
 }
 
 export interface UsageListOptions {

@@ -218,9 +218,20 @@ export class SqlDeviceStore implements DeviceStore {
     limit: number;
     cursor: string | null;
     q: string | null;
+    siteId?: string | null;
   }): Promise<{ items: Device[]; nextCursor: string | null }> {
     const limit = Math.max(1, Math.min(MAX_PAGE, Math.trunc(opts.limit)));
     const conditions: WhereOptions<DeviceRow>[] = [];
+    if (opts.siteId !== undefined && opts.siteId !== null) {
+      if (!/^[1-9][0-9]{0,15}$/.test(opts.siteId)) return { items: [], nextCursor: null };
+      // devices.user_id is text, user_sites.user_id a number: compare as text on all three databases.
+      const asText = this.db.dialect === 'mariadb' ? 'CAST(us.user_id AS CHAR)' : 'CAST(us.user_id AS TEXT)';
+      conditions.push(
+        this.db.sequelize.literal(
+          `user_id IN (SELECT ${asText} FROM user_sites us WHERE us.site_id = ${this.db.sequelize.escape(Number(opts.siteId))})`,
+        ),
+      );
+    }
     if (opts.cursor !== null) conditions.push({ udid: { [Op.gt]: decodeStringCursor(opts.cursor) } });
     const q = opts.q?.trim() ?? '';
     if (q !== '') {

@@ -196,7 +196,15 @@ export class SqlSiteStore implements SiteStore {
   async delete(id: string): Promise<boolean> {
     const n = dbId(id);
     if (n === null) return false;
-    const inUse = () => this.m.UserSite.count({ where: { siteId: n } });
+    const locations = async () => {
+      const rows = await this.db.sequelize.query<{ n: unknown }>(
+        'SELECT COUNT(*) AS n FROM vpp_locations WHERE site_id = :n',
+        { type: QueryTypes.SELECT, replacements: { n } },
+      );
+      return toInt(rows[0]?.n ?? 0);
+    };
+    const inUse = async () =>
+      new SiteInUseError(await this.m.UserSite.count({ where: { siteId: n } }), await locations());
     try {
       return await this.db.write(async (t) => {
         if (!(await this.m.Site.findByPk(n, { transaction: t, attributes: ['id'] }))) return false;
@@ -211,8 +219,8 @@ export class SqlSiteStore implements SiteStore {
         return true;
       });
     } catch (err) {
-      // A user joined the site concurrently: the RESTRICT foreign key refused the delete.
-      if (err instanceof ForeignKeyConstraintError) throw new SiteInUseError(await inUse());
+      // A location uses the site, or a user joined it concurrently: a RESTRICT foreign key refused.
+      if (err instanceof ForeignKeyConstraintError) throw await inUse();
       throw err;
     }
   }

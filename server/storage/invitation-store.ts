@@ -180,6 +180,11 @@ export class SqlInvitationStore implements InvitationStore {
       if (loc === null) return { items: [], nextCursor: null };
       where.push({ locationId: loc });
     }
+    if (opts.siteId !== undefined && opts.siteId !== null) {
+      const site = dbId(opts.siteId);
+      if (site === null) return { items: [], nextCursor: null };
+      where.push({ siteId: site });
+    }
     const q = opts.q?.trim() ?? '';
     if (q !== '') {
       const pattern = `%${q.toLowerCase().replace(/[!%_]/g, (c) => `!${c}`)}%`;

@@ -1,4 +1,5 @@
 import { DataTypes, type QueryInterface, type Transaction } from 'sequelize';
+import { apiTokenMigration } from './api-token-migration.ts';
 import { deliveryMigration } from './delivery-migration.ts';
 import { directoryMigration } from './directory-migration.ts';
 import { emailMigration } from './email-migration.ts';
@@ -177,4 +178,5 @@ export const migrations: readonly Migration[] = [
   invitationMigration,
   deliveryMigration,
   emailMigration,
+  apiTokenMigration,
 ];

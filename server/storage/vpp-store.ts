@@ -248,10 +248,17 @@ export class SqlVppStore implements VppStore {
     limit: number;
     cursor: string | null;
     q: string | null;
+    siteId?: string | null;
   }): Promise<Page<Location>> {
     const limit = Math.max(1, Math.min(MAX_PAGE, Math.trunc(opts.limit)));
     const where: string[] = [];
     const replacements: Record<string, unknown> = { limit: limit + 1 };
+    if (opts.siteId !== undefined && opts.siteId !== null) {
+      const site = dbId(opts.siteId);
+      if (site === null) return { items: [], nextCursor: null };
+      where.push('site_id = :site');
+      replacements.site = site;
+    }
     if (opts.cursor !== null) {
       const after = dbId(decodeStringCursor(opts.cursor));
       if (after === null) throw invalidCursor();

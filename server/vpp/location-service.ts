@@ -163,7 +163,12 @@ export class LocationService {
     return withoutSecrets(loc);
   }
 
-  list(opts: { limit: number; cursor: string | null; q: string | null }): Promise<Page<Location>> {
+  list(opts: {
+    limit: number;
+    cursor: string | null;
+    q: string | null;
+    siteId?: string | null;
+  }): Promise<Page<Location>> {
     return this.deps.store.listLocations(opts);
   }
 

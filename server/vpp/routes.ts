@@ -1,4 +1,5 @@
 import express, { Router, type Request } from 'express';
+import { siteLimitOf } from '../admin/auth.ts';
 import { parse } from '../admin/validate.ts';
 import type { UserStore } from '../directory/store.ts';
 import { NotFoundError } from '../errors.ts';
@@ -30,7 +31,12 @@ export function vppRoutes(deps: VppDeps): Router {
 
   r.get('/locations', async (req, res) => {
     const q = parse(locationListQuery, req.query, 'query');
-    const page = await deps.locations.list({ limit: q.limit, cursor: q.cursor ?? null, q: q.q ?? null });
+    const page = await deps.locations.list({
+      limit: q.limit,
+      cursor: q.cursor ?? null,
+      q: q.q ?? null,
+      siteId: siteLimitOf(res),
+    });
     res.json({
       items: page.items.map(presentLocation),
       ...(page.nextCursor !== null ? { nextCursor: page.nextCursor } : {}),

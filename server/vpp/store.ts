@@ -175,7 +175,13 @@ export interface VppStore {
   getLocation(id: string): Promise<(Location & LocationSecrets) | null>;
   findLocationByAppleUid(appleUid: string): Promise<Location | null>;
   /** Ordered by id; `q` matches the name, Apple's location name and the organization. */
-  listLocations(opts: { limit: number; cursor: string | null; q: string | null }): Promise<Page<Location>>;
+  /** `siteId`: only the locations of that site (a site-limited API token's list). */
+  listLocations(opts: {
+    limit: number;
+    cursor: string | null;
+    q: string | null;
+    siteId?: string | null;
+  }): Promise<Page<Location>>;
   /** Every location id, for the periodic work. */
   allLocationIds(): Promise<string[]>;
   /** Null when the location does not exist. */

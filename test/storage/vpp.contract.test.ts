@@ -207,6 +207,10 @@ for (const target of testDatabases()) {
         const loc = await location({ siteId: site.id });
         const err = await rejection(sites.delete(site.id));
         expect(err).to.be.instanceOf(SiteInUseError);
+        expect((err as SiteInUseError).details).to.deep.equal({ users: 0, locations: 1 });
+        expect((err as SiteInUseError).message)
+          .to.include('1 location(s)')
+          .and.not.to.include('user');
         expect((await store.getLocation(loc.id))?.siteId).to.equal(site.id);
         await store.updateLocation(loc.id, { siteId: null }, at(1));
         expect(await sites.delete(site.id)).to.equal(true);
