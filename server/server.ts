@@ -372,7 +372,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   devicePrompts.register(jobs);
   devicePrompts.listen(events);
   invitationChannels.register(new PromptAndSelfServiceChannel(devicePrompts));
-  invitationChannels.register(new SelfServiceOnlyChannel(deliveryStore));
+  invitationChannels.register(new SelfServiceOnlyChannel(deliveryStore, deliveryReporter));
   const selfService = new SelfService({
     devices,
     store: deliveryStore,

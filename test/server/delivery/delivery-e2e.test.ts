@@ -448,17 +448,14 @@ describe('device delivery end to end (prompts, accept once, Self Service)', func
       d.channels.map((c) => f.accepted.get(d.pushInfo(c).token)?.length ?? 0),
     );
     const invitationId = await invite('self_service_only', [k, nobody]);
-    const pending = await usageWhen(
-      invitationId,
-      k,
-      'handed to Self Service',
-      (x) => x.lastAction?.startsWith('Available in Self Service') === true,
-    );
-    expect([pending.status, pending.sentAt, pending.devices]).to.deep.equal(['pending', null, []]);
+    // listed in Self Service on both devices: that is `sent` for this method, before any device looks
+    const pending = await usageWhen(invitationId, k, 'listed in Self Service', (x) => x.status === 'sent');
+    expect([pending.lastAction, pending.devices]).to.deep.equal(['Listed in Self Service on 2 devices', []]);
+    expect(pending.sentAt).to.be.a('string');
     const none = await usageWhen(invitationId, nobody, 'skipped', (x) => x.status === 'skipped');
     expect(none.reason).to.equal('no_device');
 
-    // listed on both devices; listing it makes it `sent`
+    // a device lists it: still `sent`, sent when the fan-out listed it
     const onPhone = await f.selfService(phone).list();
     expect(onPhone).to.have.length(1);
     const item = onPhone[0];
@@ -470,8 +467,7 @@ describe('device delivery end to end (prompts, accept once, Self Service)', func
     });
     expect(item?.locationName).to.be.a('string').and.not.equal('');
     const sent = await usageOf(invitationId, k);
-    expect(sent?.status).to.equal('sent');
-    expect(sent?.lastAction).to.equal(`Listed in Self Service on ${phone.spec.productName} ${phone.udid}`);
+    expect([sent?.status, sent?.sentAt]).to.deep.equal(['sent', pending.sentAt]);
     expect(await f.selfService(mac).list()).to.deep.equal(onPhone);
 
     // the user taps it on the Mac: acknowledged, and the URL to open
@@ -508,10 +504,10 @@ describe('device delivery end to end (prompts, accept once, Self Service)', func
     const ownerUsage = await usageWhen(
       invitationId,
       owner,
-      'handed',
-      (x) => x.lastAction?.startsWith('Available') === true,
+      'listed in Self Service',
+      (x) => x.status === 'sent',
     );
-    await usageWhen(invitationId, other, 'handed', (x) => x.lastAction?.startsWith('Available') === true);
+    await usageWhen(invitationId, other, 'listed in Self Service', (x) => x.status === 'sent');
 
     // no certificate at all
     const bare = await f.ts.request('GET', '/selfservice/v1/invitations');

@@ -32,9 +32,9 @@ describe('Self Service behind a trusted proxy', function () {
       distributionMethod: 'self_service_only',
       scope: { allUsers: false, userIds: [userId], groupIds: [], exclusions: { userIds: [], groupIds: [] } },
     });
-    const usage = await waitFor('handed to Self Service', async () => {
+    const usage = await waitFor('listed in Self Service (sent)', async () => {
       const u = (await f.usage(invitationId))[0];
-      return u?.lastAction?.startsWith('Available in Self Service') ? u : undefined;
+      return u?.status === 'sent' ? u : undefined;
     });
     const der = new X509Certificate(leafCertificate(device.snapshot().identity?.certPem ?? '')).raw;
     const header = { 'client-cert': `:${der.toString('base64')}:` };
