@@ -250,6 +250,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const url = config.port === 0 ? config.publicUrl.replace(/:0$/, `:${port}`) : config.publicUrl;
   const enrollment = new EnrollmentService({
     tokens,
+    sites: directory.sites,
     pki: pki.enrollment,
     topics: pushCertificates,
     publicUrl: url,

@@ -3,6 +3,8 @@ import { generateKeyPair, issueCertificate, makePkcs12, signAttached } from '../
 import { encodePlist, type PlistDict } from '../../shared/plist/index.ts';
 import { AppError, BadRequestError, ForbiddenError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { UnknownIdsError } from '../directory/errors.ts';
+import type { SiteStore } from '../directory/store.ts';
 import type { EnrollmentToken, EnrollmentTokenStore } from './store.ts';
 
 /** The push topic devices must use; from the push certificate in use. */
@@ -33,6 +35,8 @@ export class EnrollmentService {
   constructor(
     private readonly deps: {
       tokens: EnrollmentTokenStore;
+      /** to refuse an unknown `siteId` on a new token (400 unknown_ids) */
+      sites?: Pick<SiteStore, 'missing'>;
       pki: EnrollmentPki;
       topics: TopicSource;
       publicUrl: string;
@@ -53,6 +57,13 @@ export class EnrollmentService {
     if (input.expiresAt && input.expiresAt.getTime() <= this.now().getTime()) {
       throw new BadRequestError('invalid request', { expiresAt: 'must be in the future' });
     }
+    if (
+      input.siteId !== null &&
+      this.deps.sites &&
+      (await this.deps.sites.missing([input.siteId])).length > 0
+    ) {
+      throw new UnknownIdsError({ siteId: [input.siteId] });
+    }
     const token = await this.deps.tokens.create({ token: randomBytes(24).toString('base64url'), ...input });
     return { ...token, enrollUrl: this.enrollUrl(token.token) };
   }
@@ -63,11 +74,22 @@ export class EnrollmentService {
 
   /** Builds the profile for one enrollment: counts a use of the token, issues a device identity. */
   async profile(token: string): Promise<{ body: Buffer; signed: boolean }> {
+    const invalid = () =>
+      new ForbiddenError('enrollment token is invalid, expired or used up', 'invalid_enrollment_token');
+    // The token first (without using it up): a bad token is 403 whatever else is missing.
+    const known = await this.deps.tokens.get(token);
+    const now = this.now();
+    if (
+      !known ||
+      (known.expiresAt !== null && known.expiresAt.getTime() <= now.getTime()) ||
+      (known.maxUses !== null && known.uses >= known.maxUses)
+    ) {
+      throw invalid();
+    }
     const topic = await this.deps.topics.currentTopic();
     if (!topic) throw new PushCertificateMissingError();
-    const used = await this.deps.tokens.consume(token, this.now());
-    if (!used)
-      throw new ForbiddenError('enrollment token is invalid, expired or used up', 'invalid_enrollment_token');
+    const used = await this.deps.tokens.consume(token, now);
+    if (!used) throw invalid();
 
     const { pki } = this.deps;
     const keys = await generateKeyPair(2048);

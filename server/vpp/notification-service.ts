@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { AppError, BadRequestError, NotFoundError, UnauthorizedError } from '../errors.ts';
+import { AppError, BadRequestError, UnauthorizedError } from '../errors.ts';
 import type { EventBus } from '../events.ts';
 import type { JobQueue } from '../jobs/job-runner.ts';
 import type { Logger } from '../log.ts';
@@ -72,10 +72,14 @@ export class NotificationService {
     return this.deps.now?.() ?? new Date();
   }
 
-  /** The location a request is for, when its bearer is that location's notification token (a read only). */
+  /**
+   * The location a request is for, when its bearer is that location's notification token (a read only).
+   * An unknown location has no token a caller could hold: `401` as for a wrong one (api.md), which also
+   * tells strangers nothing about which location ids exist.
+   */
   async authenticate(locationId: string, bearer: string | null): Promise<Location & LocationSecrets> {
     const loc = await this.deps.store.getLocation(locationId);
-    if (!loc) throw new NotFoundError('location');
+    if (!loc) throw new UnauthorizedError('missing or invalid bearer token for this location');
     if (!this.deps.locations.checkNotificationToken(loc, bearer)) throw new UnauthorizedError();
     return loc;
   }

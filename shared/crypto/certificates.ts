@@ -191,6 +191,8 @@ export interface IssueCertificateOptions {
   notBefore?: Date;
   /** override the end of validity (default: now + days); with notBefore, lets tests make expired certificates */
   notAfter?: Date;
+  /** push: which of Apple's APNs environment extensions to carry (default both, as development certificates do) */
+  apnsEnvironments?: readonly ('sandbox' | 'production')[];
 }
 
 /** A certificate for `publicKeyPem` issued by the given CA, PEM. */
@@ -237,9 +239,13 @@ export function issueCertificate(opts: IssueCertificateOptions): string {
       extensions.push(
         { name: 'keyUsage', digitalSignature: true, critical: true },
         { name: 'extKeyUsage', clientAuth: true },
-        { id: OID_APNS_DEVELOPMENT, value: DER_NULL },
-        { id: OID_APNS_PRODUCTION, value: DER_NULL },
       );
+      for (const env of opts.apnsEnvironments ?? ['sandbox', 'production']) {
+        extensions.push({
+          id: env === 'sandbox' ? OID_APNS_DEVELOPMENT : OID_APNS_PRODUCTION,
+          value: DER_NULL,
+        });
+      }
       break;
     default:
       throw new TypeError(`unknown certificate kind ${String(opts.kind)}`);

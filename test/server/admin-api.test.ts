@@ -91,6 +91,17 @@ describe('admin API (MDM core)', function () {
       const notJson = await ts.api('POST', '/enrollment-tokens', '{nope');
       expect(notJson.status).to.equal(400);
     });
+
+    it('an unknown siteId is 400 unknown_ids naming it; a known one is kept', async () => {
+      const res = await ts.api('POST', '/enrollment-tokens', { siteId: '987654' });
+      expect(res.status).to.equal(400);
+      expect(res.json<ErrorBody>().error.code).to.equal('unknown_ids');
+      expect(res.json<ErrorBody>().error.details).to.deep.equal({ siteId: ['987654'] });
+      const site = (await ts.api('POST', '/sites', { name: 'enrollment site' })).json<{ id: string }>();
+      const ok = await ts.api('POST', '/enrollment-tokens', { siteId: site.id });
+      expect(ok.status).to.equal(201);
+      expect(ok.json<{ siteId: string }>().siteId).to.equal(site.id);
+    });
   });
 
   describe('devices', () => {

@@ -57,6 +57,7 @@ async function issue(
   opts: {
     topic?: string | null;
     kind?: CertificateKind;
+    apnsEnvironments?: ('sandbox' | 'production')[];
     notBefore?: Date;
     notAfter?: Date;
     days?: number;
@@ -73,6 +74,7 @@ async function issue(
     days: opts.days ?? 365,
     ...(opts.notBefore ? { notBefore: opts.notBefore } : {}),
     ...(opts.notAfter ? { notAfter: opts.notAfter } : {}),
+    ...(opts.apnsEnvironments ? { apnsEnvironments: opts.apnsEnvironments } : {}),
   });
   return { certPem, keyPem: keys.privateKeyPem, topic: topic ?? '' };
 }
@@ -185,8 +187,8 @@ describe('push certificate (admin API)', function () {
         /not an MDM topic/,
       ],
       [
-        'no APNs extension (the simulator endpoint needs the development one)',
-        async () => pem(await issue({ kind: 'client' })),
+        'only the production APNs extension (the simulator endpoint needs the development one)',
+        async () => pem(await issue({ apnsEnvironments: ['production'] })),
         'certificatePem',
         /development extension/,
       ],
@@ -302,6 +304,20 @@ describe('push certificate (admin API)', function () {
       first = other;
     });
 
+    it("a certificate without Apple's APNs extensions (e.g. for a private gateway) is accepted", async () => {
+      const plain = await issue({ topic: first.topic, kind: 'client' });
+      expect(pushCertificateFacts(plain.certPem).environments).to.deep.equal({
+        production: false,
+        sandbox: false,
+      });
+      const res = await ts.api('PUT', '/push-certificate', pem(plain));
+      expect(res.status, res.text).to.equal(200);
+      expect(res.json<CertificateBody>()).to.include({ topic: first.topic, source: 'uploaded' });
+      expect(res.json<CertificateBody>().fingerprint).to.equal(
+        pushCertificateFacts(plain.certPem).fingerprint,
+      );
+    });
+
     it('a PKCS#12 as node-forge makes it (3DES, SHA-1 MAC)', async () => {
       const renewal = await issue({ topic: first.topic });
       const p12 = makePkcs12({
@@ -397,6 +413,10 @@ describe('push certificate (admin API)', function () {
       const u = new URL(token.json<{ enrollUrl: string }>().enrollUrl);
       const profile = await apple.request('GET', u.pathname + u.search);
       expect(profile.status).to.equal(409);
+      expect(profile.text).to.match(/no push certificate/);
+      // A bad token is still 403: the token is checked first.
+      const bad = await apple.request('GET', '/mdm/enroll?token=not-a-token');
+      expect(bad.status).to.equal(403);
     });
 
     it('an upload (with the production extension) is then in use', async () => {

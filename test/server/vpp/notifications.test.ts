@@ -96,7 +96,7 @@ describe('Apps and Books notifications', function () {
     expect(test?.attempts[0]?.status).to.equal(200);
   });
 
-  it('a wrong or missing bearer is 401 and applies nothing; an unknown location is 404', async () => {
+  it('a wrong or missing bearer is 401 and applies nothing; so is an unknown location', async () => {
     const { userId, reg } = await registeredUser();
     for (const token of ['not-the-token', null]) {
       const res = await post(location.id, associated(reg.clientUserId, 'h-bad', rejectedId), token);
@@ -104,8 +104,11 @@ describe('Apps and Books notifications', function () {
       expect(errorCode(res)).to.equal('unauthorized');
     }
     expect(await registrationAt(f.ts, userId, location.id)).to.deep.include({ status: 'registered' });
-    const unknown = await post('987654', associated(reg.clientUserId, 'h-bad'));
-    expect(unknown.status).to.equal(404);
+    for (const id of ['987654', 'not-an-id']) {
+      const unknown = await post(id, associated(reg.clientUserId, 'h-bad'));
+      expect(unknown.status).to.equal(401);
+      expect(errorCode(unknown)).to.equal('unauthorized');
+    }
     expect(await seenIds()).to.not.include(rejectedId);
   });
 
