@@ -34,11 +34,10 @@ const envSchema = z.object({
       message: 'must start with sqlite:, postgres://, or mariadb://',
     })
     .optional(),
-  MDM_ADMIN_TOKEN: z.string().min(16, { message: 'must be at least 16 characters' }).optional(),
-  MDM_SECRET_KEY: z
-    .string()
-    .regex(/^[0-9a-fA-F]{64}$/, { message: 'must be 64 hex characters (32 bytes)' })
-    .optional(),
+  // A bearer token is `\S+`: any length (shorter than 16 characters only warns, see `configWarnings`).
+  MDM_ADMIN_TOKEN: z.string().regex(/^\S+$/, { message: 'must not contain whitespace' }).optional(),
+  // 64 hex characters are the key itself; any other string is a passphrase the key is derived from.
+  MDM_SECRET_KEY: z.string().min(1).optional(),
   MDM_APNS_URL: url(['https:']).optional(),
   MDM_VPP_URL: url(['https:', 'http:']).optional(),
   MDM_SMTP_URL: url(['smtp:', 'smtps:']).optional(),
@@ -76,7 +75,11 @@ export interface Config {
   databaseUrl: string;
   /** Set in production; in development generated into the data dir when missing. */
   adminToken: string | null;
-  secretKeyHex: string | null;
+  /**
+   * `MDM_SECRET_KEY` as given (64 hex characters, or a passphrase: `secretKeyFrom`); null: the key in
+   * `<data dir>/secret.key`, generated on first start, in development and production alike.
+   */
+  secretKey: string | null;
   apnsUrl: string;
   vppUrl: string;
   /** True when APNs is not Apple's: the development push certificate may be used as a fallback. */
@@ -110,24 +113,35 @@ export class ConfigError extends Error {
   }
 }
 
-/** Reads the whole configuration once; every problem is reported at once. */
+/**
+ * Reads the whole configuration once; every problem is reported at once: each malformed value and each
+ * cross-field problem (a check that depends on a malformed value is skipped, that value is reported).
+ */
 export function loadConfig(env: Record<string, string | undefined>, cwd = process.cwd()): Readonly<Config> {
   const input: Record<string, string> = {};
   for (const key of Object.keys(envSchema.shape)) {
     const v = env[key];
     if (v !== undefined && v !== '') input[key] = v;
   }
+  const problems: string[] = [];
+  const failed = new Set<string>();
   const parsed = envSchema.safeParse(input);
   if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`));
+    for (const i of parsed.error.issues) {
+      problems.push(`${i.path.join('.')}: ${i.message}`);
+      if (i.path[0] !== undefined) failed.add(String(i.path[0]));
+    }
   }
-  const e = parsed.data;
-  const problems: string[] = [];
+  // The malformed values left out (every field is optional or has a default), to check the rest.
+  const e = parsed.success
+    ? parsed.data
+    : envSchema.parse(Object.fromEntries(Object.entries(input).filter(([k]) => !failed.has(k))));
+  /** Not given (a malformed value was given: it is already reported). */
+  const missing = (key: keyof typeof e) => !e[key] && !failed.has(key);
   const production = e.MDM_ENV === 'production';
   if (production) {
-    if (!e.MDM_ADMIN_TOKEN) problems.push('MDM_ADMIN_TOKEN: required in production');
-    if (!e.MDM_PUBLIC_URL) problems.push('MDM_PUBLIC_URL: required in production');
-    if (!e.MDM_SECRET_KEY) problems.push('MDM_SECRET_KEY: required in production (shared by every instance)');
+    if (missing('MDM_ADMIN_TOKEN')) problems.push('MDM_ADMIN_TOKEN: required in production');
+    if (missing('MDM_PUBLIC_URL')) problems.push('MDM_PUBLIC_URL: required in production');
     if (!e.MDM_TLS_CERT_FILE || !e.MDM_TLS_KEY_FILE)
       problems.push('MDM_TLS_CERT_FILE and MDM_TLS_KEY_FILE: required in production');
     if (!e.MDM_DEVICE_CA_CERT_FILE || !e.MDM_DEVICE_CA_KEY_FILE)
@@ -137,9 +151,13 @@ export function loadConfig(env: Record<string, string | undefined>, cwd = proces
     problems.push('MDM_TLS_CERT_FILE and MDM_TLS_KEY_FILE: give both or neither');
   if (Boolean(e.MDM_DEVICE_CA_CERT_FILE) !== Boolean(e.MDM_DEVICE_CA_KEY_FILE))
     problems.push('MDM_DEVICE_CA_CERT_FILE and MDM_DEVICE_CA_KEY_FILE: give both or neither');
-  if (e.MDM_LDAP_URL && !e.MDM_LDAP_USER_BASE)
+  if (e.MDM_LDAP_URL && missing('MDM_LDAP_USER_BASE'))
     problems.push('MDM_LDAP_USER_BASE: required with MDM_LDAP_URL');
-  if (e.MDM_LDAP_URL && !e.MDM_LDAP_USER_FILTER.includes('{{username}}'))
+  if (
+    e.MDM_LDAP_URL &&
+    !failed.has('MDM_LDAP_USER_FILTER') &&
+    !e.MDM_LDAP_USER_FILTER.includes('{{username}}')
+  )
     problems.push('MDM_LDAP_USER_FILTER: must contain {{username}}');
   if (problems.length > 0) throw new ConfigError(problems);
 
@@ -158,7 +176,7 @@ export function loadConfig(env: Record<string, string | undefined>, cwd = proces
     dataDir,
     databaseUrl,
     adminToken: e.MDM_ADMIN_TOKEN ?? null,
-    secretKeyHex: e.MDM_SECRET_KEY?.toLowerCase() ?? null,
+    secretKey: e.MDM_SECRET_KEY ?? null,
     apnsUrl: apnsUrl.replace(/\/+$/, ''),
     vppUrl: (e.MDM_VPP_URL ?? (production ? APPLE_VPP_URL : SIMULATOR_VPP_URL)).replace(/\/+$/, ''),
     devPushAllowed: new URL(apnsUrl).host !== new URL(APPLE_APNS_URL).host,
@@ -191,6 +209,33 @@ export function loadConfig(env: Record<string, string | undefined>, cwd = proces
     vppSyncSeconds: e.MDM_VPP_SYNC_SECONDS,
     logLevel: e.MDM_LOG_LEVEL,
   });
+}
+
+/** An admin token shorter than this is accepted with a warning. */
+export const ADMIN_TOKEN_WARN_BELOW = 16;
+
+/**
+ * What the server warns about once at start (never a secret's value): a short admin token, and, in
+ * production, a secret key kept in the data dir, which every instance must share.
+ */
+export function configWarnings(
+  config: Pick<Config, 'env' | 'adminToken' | 'secretKey' | 'dataDir'>,
+): string[] {
+  const warnings: string[] = [];
+  if (config.adminToken !== null && config.adminToken.length < ADMIN_TOKEN_WARN_BELOW) {
+    warnings.push(
+      `MDM_ADMIN_TOKEN is shorter than ${ADMIN_TOKEN_WARN_BELOW} characters: use a long random token ` +
+        '(e.g. `openssl rand -base64 32`)',
+    );
+  }
+  if (config.env === 'production' && config.secretKey === null) {
+    warnings.push(
+      `MDM_SECRET_KEY is not set: the secret key is read from ${path.join(config.dataDir, 'secret.key')} ` +
+        '(generated there on first start); several instances must share it: give them the same ' +
+        'MDM_SECRET_KEY or the same data dir',
+    );
+  }
+  return warnings;
 }
 
 function normaliseDatabaseUrl(u: string, cwd: string): string {

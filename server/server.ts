@@ -10,7 +10,7 @@ import { CheckinService } from './checkin/checkin-service.ts';
 import { SeenBatcher } from './checkin/seen-batcher.ts';
 import { CommandService } from './commands/command-service.ts';
 import { ConnectService } from './commands/connect-service.ts';
-import { APPLE_VPP_URL, type Config } from './config.ts';
+import { APPLE_VPP_URL, configWarnings, type Config } from './config.ts';
 import { DeviceAssigner } from './directory/device-assigner.ts';
 import { UserService } from './directory/user-service.ts';
 import { EnrollmentService, type EnrollmentPki } from './enrollment/enrollment-service.ts';
@@ -143,8 +143,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const pki = await loadPki(config);
   const adminToken =
     config.adminToken ?? (await readOrCreateSecret(config.dataDir, 'admin-token', newAdminToken));
-  const secretBox = new SecretBox(
-    config.secretKeyHex ?? (await readOrCreateSecret(config.dataDir, 'secret.key', newSecretKey)),
+  // Once per start, and never a secret's value.
+  for (const warning of configWarnings(config)) log.warn(warning);
+  // Given, or kept in the data dir (generated on first start) in development and production alike.
+  const secretBox = SecretBox.fromSecret(
+    config.secretKey ?? (await readOrCreateSecret(config.dataDir, 'secret.key', newSecretKey)),
   );
 
   const db = await openDatabase(config.databaseUrl, { logger: log.child({ component: 'db' }) });

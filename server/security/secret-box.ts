@@ -1,7 +1,22 @@
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes, scryptSync } from 'node:crypto';
 
 const VERSION = 'v1';
 const TAG_BYTES = 16;
+
+/** The fixed salt of the derivation of a key from a `MDM_SECRET_KEY` that is not 64 hex characters. */
+export const SECRET_KEY_SALT = 'vpp-mdm MDM_SECRET_KEY v1';
+
+/**
+ * The 32-byte key for a secret as configured (`MDM_SECRET_KEY` or `<data dir>/secret.key`): exactly 64
+ * hex characters are the key itself (what the server generates; data sealed under it stays readable);
+ * any other non-empty string is a passphrase, stretched with scrypt (N=16384, r=8, p=1) and the fixed
+ * salt `SECRET_KEY_SALT`, so the same string gives the same key on every instance.
+ */
+export function secretKeyFrom(secret: string): Buffer {
+  if (secret === '') throw new Error('secret key must not be empty');
+  if (/^[0-9a-fA-F]{64}$/.test(secret)) return Buffer.from(secret, 'hex');
+  return scryptSync(Buffer.from(secret, 'utf8'), SECRET_KEY_SALT, 32, { N: 16384, r: 8, p: 1 });
+}
 
 /**
  * Encrypts secrets kept in the database (service tokens, push certificate keys) with AES-256-GCM under
@@ -11,10 +26,16 @@ const TAG_BYTES = 16;
 export class SecretBox {
   private readonly key: Buffer;
 
-  constructor(keyHex: string) {
-    const key = Buffer.from(keyHex, 'hex');
-    if (key.length !== 32) throw new Error('secret key must be 32 bytes (64 hex characters)');
-    this.key = key;
+  /** `key`: the 32-byte key, or it as 64 hex characters. A configured secret goes through `fromSecret`. */
+  constructor(key: string | Buffer) {
+    const bytes = typeof key === 'string' ? Buffer.from(key, 'hex') : Buffer.from(key);
+    if (bytes.length !== 32) throw new Error('secret key must be 32 bytes (64 hex characters)');
+    this.key = bytes;
+  }
+
+  /** A box for a configured secret (see `secretKeyFrom`: 64 hex characters, or a passphrase). */
+  static fromSecret(secret: string): SecretBox {
+    return new SecretBox(secretKeyFrom(secret));
   }
 
   seal(plaintext: string, associatedData: string): string {
