@@ -1,7 +1,7 @@
-import { rootCertificates } from 'node:tls';
 import apn from '@parse/node-apn';
 import type { Logger } from '../log.ts';
 import type { ActivePushCertificate } from './push-certificate-service.ts';
+import { outboundCa } from '../security/outbound-trust.ts';
 
 /** One MDM push: the device token (hex) and the enrollment's PushMagic. */
 export interface MdmPush {
@@ -79,7 +79,7 @@ export class NodeApnsSender implements ApnsSender {
       connectionRetryLimit: 0,
       requestTimeout: this.opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
     };
-    const extraCa = this.opts.extraCaPems ?? [];
+    const ca = outboundCa(this.opts.extraCaPems ?? []);
     // Apple's host: production (real MDM certificates carry only the production extension). Any other
     // address makes node-apn check for the sandbox extension; it gets the development CA to trust.
     const options: apn.ProviderOptions = this.endpoint.apple
@@ -88,7 +88,7 @@ export class NodeApnsSender implements ApnsSender {
           ...base,
           address: this.endpoint.host,
           port: this.endpoint.port,
-          ...(extraCa.length > 0 ? { ca: [...rootCertificates, ...extraCa] } : {}),
+          ...(ca ? { ca } : {}),
         };
     const provider = new apn.Provider(options);
     this.current = { version: cert.version, provider };

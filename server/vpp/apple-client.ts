@@ -1,8 +1,8 @@
 import http from 'node:http';
 import https from 'node:https';
-import { rootCertificates } from 'node:tls';
 import { z } from 'zod';
 import type { Logger } from '../log.ts';
+import { outboundCa } from '../security/outbound-trust.ts';
 
 /**
  * Apple's Apps and Books API v2, the user-management part (see `../shared/spec/apple-vpp.md`). Every
@@ -286,12 +286,12 @@ export class HttpAppsAndBooks implements AppsAndBooks {
     this.base = new URL(opts.baseUrl.replace(/\/+$/, '') + '/');
     const tls = this.base.protocol === 'https:';
     this.transport = tls ? https : http;
-    const extra = opts.extraCaPems ?? [];
+    const ca = outboundCa(opts.extraCaPems ?? []);
     this.agent = tls
       ? new https.Agent({
           keepAlive: true,
           maxSockets: 16,
-          ...(extra.length > 0 ? { ca: [...rootCertificates, ...extra] } : {}),
+          ...(ca ? { ca } : {}),
         })
       : new http.Agent({ keepAlive: true, maxSockets: 16 });
   }
