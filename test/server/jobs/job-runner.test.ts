@@ -185,14 +185,15 @@ for (const target of testDatabases('job')) {
         new Date(),
       );
       // a runner that claims and then dies (never settles, never renews)
-      const claimed = await store.claim('dead-runner.1', ['test.orphan'], new Date(), 10, 500);
+      // (a 3 s lease: the check below runs at most ~0.3 s after the claim, even if the claim is slow)
+      const claimed = await store.claim('dead-runner.1', ['test.orphan'], new Date(), 10, 3000);
       expect(claimed.map((j) => j.key)).to.deep.equal(['orphan']);
       let ran = 0;
       const r = runner({ 'test.orphan': async () => (ran++, done()) });
       r.start();
       await new Promise((res) => setTimeout(res, 200));
       expect(ran).to.equal(0); // still leased
-      await waitFor('takeover', () => ran === 1, 10_000);
+      await waitFor('takeover', () => ran === 1, 15_000);
       // the dead runner's late settlement changes nothing
       expect(await store.complete('dead-runner.1', claimed[0]?.id ?? '', new Date())).to.equal(false);
     });

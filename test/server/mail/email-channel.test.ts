@@ -218,10 +218,10 @@ describe('email invitations: paced, durable across a restart, withdrawn with the
     const inv = await f.invite(ids);
     await f.smtp.waitForMessages(4, 20_000);
     const arrivals = f.smtp.messages.map((m) => m.receivedAt).sort((a, b) => a - b);
-    // Sending slots are 500 ms apart: the fourth send starts 1.5 s after the first. The first one also
-    // opens the SMTP connection (up to a few hundred ms before it arrives), so only a clearly lower
-    // bound is asserted; unpaced, all four arrive within a few milliseconds of each other.
-    expect(arrivals[3]! - arrivals[0]!).to.be.at.least(1000);
+    // Sending slots are 500 ms apart. The first message also pays for opening the SMTP connection (its
+    // arrival is late by a variable amount), so the spread is measured from the second: the fourth
+    // arrives about 1 s after it; unpaced, all four arrive within a few milliseconds of each other.
+    expect(arrivals[3]! - arrivals[1]!).to.be.at.least(800);
     await f.waitForStatus(inv.id, ids, ['sent']);
   });
 

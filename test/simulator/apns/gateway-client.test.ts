@@ -119,7 +119,8 @@ describe('simulator/apns remote subscribers (event stream) and /sim endpoints', 
     const r = await rawRequest(
       url,
       { ':method': 'POST', ':path': '/sim/outage', authorization: `Bearer ${ADMIN}` },
-      JSON.stringify({ durationMs: 300 }),
+      // long enough that the send below surely fails inside the outage, even on a stalled machine
+      JSON.stringify({ durationMs: 2000 }),
       { ca: pki.caCertPem },
     );
     expect(r.status).to.equal(202);

@@ -86,7 +86,8 @@ describe('simulator CLI: a run with simulated users', function () {
       '--not-now',
       '0',
       '--self-service-interval',
-      '1000',
+      // long: no timed poll can land inside the run, only the final poll per device counts
+      '3600000',
     ];
     const result = await runSimulator(args, { stdout, stderr, cwd: tmp });
     expect(result.exitCode, stderr.text).to.equal(0);
