@@ -11,7 +11,8 @@ export interface ApiTokenRouteDeps {
 
 const tokenCreate = z
   .object({
-    name: z.string().trim().min(1, 'must not be empty').max(255),
+    // api.md names no fields: a label is welcome but not required.
+    name: z.string().trim().min(1, 'must not be empty').max(255).default('API token'),
     siteId: z.string().min(1).max(64).nullable().optional(),
     expiresAt: z.iso.datetime({ offset: true }).nullable().optional(),
   })

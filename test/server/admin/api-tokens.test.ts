@@ -83,6 +83,10 @@ describe('API tokens (/api/v1/api-tokens) and site-limited tokens', function () 
     it('makes a token (201, secret shown once), lists and reads it without the secret, revokes it', async () => {
       const made = await make({ name: 'nightly export' });
       expect(made.token).to.match(/^mdmat_[A-Za-z0-9_-]{43}$/);
+      // Only a site, or nothing at all: a name is not required.
+      const bare = await make({ siteId: siteA });
+      expect(bare).to.include({ name: 'API token', siteId: siteA });
+      expect((await make({})).name).to.equal('API token');
       expect(made).to.include({ name: 'nightly export', siteId: null, expiresAt: null });
       // An unrestricted API token can do what the admin token does.
       const sites = await api('GET', '/sites?limit=1000', undefined, made.token);
@@ -123,8 +127,8 @@ describe('API tokens (/api/v1/api-tokens) and site-limited tokens', function () 
 
     it('400 on a bad body, naming the fields; an unknown site is 400 unknown_ids', async () => {
       const cases: [unknown, string][] = [
-        [{}, 'name'],
         [{ name: '' }, 'name'],
+        [{ name: 7 }, 'name'],
         [{ name: 'x', extra: 1 }, 'body'],
         [{ name: 'x', expiresAt: 'tomorrow' }, 'expiresAt'],
         [{ name: 'x', expiresAt: '2001-01-01T00:00:00Z' }, 'expiresAt'],
