@@ -301,6 +301,18 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     options: { syncIntervalMs: config.vppSyncSeconds * 1000 },
   });
   vppWorker.register(jobs);
+  // A deleted user's registrations are retired at Apple too (durable jobs, after the delete).
+  directory.userService.onDelete({
+    before: (userId) => registrations.knownAtApple(userId),
+    after: async (userId, known) => {
+      try {
+        await registrations.retireAtApple(known);
+      } catch (err) {
+        // The user is gone either way: the sync counts the leftover users at Apple as unknown.
+        vppLog.error({ err, userId }, 'could not queue retiring the deleted user at Apple');
+      }
+    },
+  });
   // ---- invitations ----
   const invitationLog = log.child({ component: 'invitations' });
   const invitationStore = new SqlInvitationStore(db);

@@ -120,7 +120,7 @@ export function directoryRoutes(deps: DirectoryDeps): Router {
   });
 
   r.delete('/users/:id', async (req, res) => {
-    if (!(await deps.users.delete(req.params.id, now()))) throw new NotFoundError('user');
+    await deps.userService.delete(req.params.id);
     res.status(204).end();
   });
 

@@ -23,9 +23,32 @@ export interface UserChanges {
   password?: string | null;
 }
 
+/** What must happen elsewhere when a user is deleted: read before the delete, carried out after it. */
+export interface UserDeletionHook<T> {
+  before(userId: string): Promise<T>;
+  after(userId: string, before: T): Promise<void>;
+}
+
 /** Users of the directory, with their optional local account (scrypt password hash). */
 export class UserService {
+  private deletionHooks: UserDeletionHook<unknown>[] = [];
+
   constructor(private readonly deps: { users: UserStore; now?: () => Date }) {}
+
+  /** Adds work around deleting a user (e.g. retiring the user's registrations at Apple). */
+  onDelete<T>(hook: UserDeletionHook<T>): void {
+    this.deletionHooks.push(hook as UserDeletionHook<unknown>);
+  }
+
+  /**
+   * Deletes the user (its sites, groups, registrations and usage go with it; its devices become
+   * unassigned), then runs the deletion hooks with what they read before.
+   */
+  async delete(id: string): Promise<void> {
+    const before = await Promise.all(this.deletionHooks.map((h) => h.before(id)));
+    if (!(await this.deps.users.delete(id, this.now()))) throw new NotFoundError('user');
+    for (const [i, hook] of this.deletionHooks.entries()) await hook.after(id, before[i]);
+  }
 
   private now(): Date {
     return this.deps.now?.() ?? new Date();

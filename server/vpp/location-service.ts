@@ -31,6 +31,8 @@ export interface Sealer {
 /** The job kinds and keys of a location's background work (see `vpp-worker.ts`). */
 export const VPP_WORK = 'vpp.work';
 export const VPP_SYNC = 'vpp.sync';
+/** `users/retire` of registrations whose user was deleted here (payload: location and clientUserIds). */
+export const VPP_RETIRE = 'vpp.retire';
 export const workKey = (locationId: string) => `vpp:${locationId}:work`;
 export const syncKey = (locationId: string) => `vpp:${locationId}:sync`;
 export const locationKeyPrefix = (locationId: string) => `vpp:${locationId}:`;

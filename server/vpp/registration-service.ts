@@ -11,8 +11,14 @@ import {
   NoManagedAppleIdError,
   RegistrationInProgressError,
 } from './errors.ts';
-import { VPP_WORK, workKey, type LocationService } from './location-service.ts';
-import type { Registration, VppStore } from './store.ts';
+import {
+  locationKeyPrefix,
+  VPP_RETIRE,
+  VPP_WORK,
+  workKey,
+  type LocationService,
+} from './location-service.ts';
+import type { Registration, RegistrationState, VppStore } from './store.ts';
 
 export type SkipReason = 'user_not_found' | 'no_managed_apple_id';
 
@@ -38,6 +44,23 @@ export interface RegistrationServiceDeps {
 
 /** Users checked per directory call. */
 const USER_CHUNK = 1000;
+
+/** A registration to retire at Apple after its user was deleted here. */
+export interface RetireAtApple {
+  locationId: string;
+  clientUserId: string;
+}
+
+/** States in which Apple may have the user (a create was sent, or Apple said it exists). */
+const KNOWN_AT_APPLE: ReadonlySet<RegistrationState> = new Set([
+  'creating',
+  'created',
+  'lookup',
+  'registered',
+  'associated',
+]);
+/** Users per `vpp.retire` job (the client splits them into Apple's batches). */
+const RETIRE_JOB_USERS = 1000;
 
 function chunked<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];
@@ -134,6 +157,36 @@ export class RegistrationService {
 
   registrationsOfUser(userId: string): Promise<Registration[]> {
     return this.deps.store.registrationsOfUser(userId);
+  }
+
+  /**
+   * The user's registrations Apple may know (sent to it and not retired): what to retire at Apple once
+   * the user is deleted here (read before the delete, which removes them).
+   */
+  async knownAtApple(userId: string): Promise<RetireAtApple[]> {
+    const regs = await this.deps.store.registrationsOfUser(userId);
+    return regs
+      .filter((r) => KNOWN_AT_APPLE.has(r.state))
+      .map((r) => ({ locationId: r.locationId, clientUserId: r.clientUserId }));
+  }
+
+  /**
+   * Durable `users/retire` calls for registrations whose user is gone: one job per location and
+   * `RETIRE_JOB_USERS` users, keyed under the location (a token renewal wakes them).
+   */
+  async retireAtApple(items: readonly RetireAtApple[]): Promise<void> {
+    const byLocation = new Map<string, string[]>();
+    for (const i of items)
+      byLocation.set(i.locationId, [...(byLocation.get(i.locationId) ?? []), i.clientUserId]);
+    for (const [locationId, ids] of byLocation) {
+      for (let i = 0; i < ids.length; i += RETIRE_JOB_USERS) {
+        await this.deps.jobs.enqueue(
+          VPP_RETIRE,
+          { locationId, clientUserIds: ids.slice(i, i + RETIRE_JOB_USERS) },
+          { key: `${locationKeyPrefix(locationId)}retire:${randomUUID()}` },
+        );
+      }
+    }
   }
 
   /** The registrations of these users at the location (users without one are left out). */

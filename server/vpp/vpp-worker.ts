@@ -12,7 +12,14 @@ import {
 } from '../jobs/job-runner.ts';
 import type { Logger } from '../log.ts';
 import { AppleError, type AppsAndBooks, type ManagedUserInput } from './apple-client.ts';
-import { syncKey, VPP_SYNC, VPP_WORK, workKey, type LocationService } from './location-service.ts';
+import {
+  syncKey,
+  VPP_RETIRE,
+  VPP_SYNC,
+  VPP_WORK,
+  workKey,
+  type LocationService,
+} from './location-service.ts';
 import type { AppliedUsers, EventOutcome, Location, LocationSecrets, VppStore } from './store.ts';
 
 export interface VppWorkerOptions {
@@ -40,6 +47,9 @@ export const DEFAULT_VPP_WORKER_OPTIONS: Readonly<VppWorkerOptions> = Object.fre
 });
 
 const payloadSchema = z.object({ locationId: z.string().min(1).max(32) });
+const retirePayloadSchema = payloadSchema.extend({
+  clientUserIds: z.array(z.string().min(1).max(255)).min(1).max(1000),
+});
 
 /** Events polled per run; the rest wait for their notification or the next run. */
 const EVENTS_PER_RUN = 10;
@@ -107,6 +117,7 @@ export class VppWorker {
   register(runner: JobRunner): void {
     runner.register(VPP_WORK, (job) => this.work(job), { maxAttempts: 50 });
     runner.register(VPP_SYNC, (job) => this.sync(job), { maxAttempts: 1_000_000 });
+    runner.register(VPP_RETIRE, (job) => this.retire(job), { maxAttempts: 50 });
   }
 
   /** At start: every location gets its sync (and a look at leftover work) now. */
@@ -332,6 +343,28 @@ export class VppWorker {
       new Date(this.now().getTime() - this.opts.notificationRetentionMs),
     );
     return later(this.opts.syncIntervalMs);
+  }
+
+  // ---------- vpp.retire ----------
+
+  /**
+   * Retires at Apple the registrations of users deleted here (their rows are gone). A location deleted
+   * meanwhile ends it (Apple is no longer told about it); a location whose token does not work waits.
+   */
+  async retire(job: JobContext): Promise<JobResult> {
+    const { locationId, clientUserIds } = retirePayloadSchema.parse(job.payload);
+    const loc = await this.deps.store.getLocation(locationId);
+    if (!loc) return done();
+    const waiting = this.waitForLocation(loc);
+    if (waiting) return waiting;
+    const log = this.deps.log.child({ locationId });
+    try {
+      await this.deps.apple.retireUsers(this.deps.locations.tokenOf(loc), clientUserIds);
+    } catch (err) {
+      return this.onError(loc, err, log, 'users/retire');
+    }
+    log.info({ users: clientUserIds.length }, 'retired at Apple: their users were deleted here');
+    return done();
   }
 
   // ---------- shared ----------

@@ -83,4 +83,42 @@ describe('Apps and Books registration, end to end (done when)', function () {
     expect(atApple).to.have.length(1);
     expect(atApple[0]?.status).to.equal('Associated');
   });
+
+  it('deleting a user retires its registrations at Apple (a durable job, after the delete)', async () => {
+    const locations = [await f.addLocation(), await f.addLocation()];
+    const userId = await f.addUser('leaving.user');
+    const stays = await f.addUser('staying.user');
+    const clientIds = new Map<string, string>();
+    for (const loc of locations) {
+      for (const u of [userId, stays]) {
+        const res = await f.ts.api('POST', `/users/${u}/registrations/${loc.id}`, {});
+        expect(res.status).to.equal(201);
+        if (u === userId) clientIds.set(loc.id, res.json<RegistrationJson>().clientUserId);
+      }
+    }
+    for (const loc of locations) {
+      for (const u of [userId, stays]) {
+        await waitFor(
+          'registered',
+          async () => (await registrationAt(f.ts, u, loc.id))?.status === 'registered',
+        );
+      }
+    }
+    const statusAtApple = (sToken: string, clientUserId: string | undefined) =>
+      f.service.users(sToken).find((u) => u.clientUserId === clientUserId)?.status;
+
+    expect((await f.ts.api('DELETE', `/users/${userId}`)).status).to.equal(204);
+    expect((await f.ts.api('GET', `/users/${userId}`)).status).to.equal(404);
+    for (const loc of locations) {
+      await waitFor(
+        'retired at Apple',
+        async () => statusAtApple(loc.sToken, clientIds.get(loc.id)) === 'Retired',
+      );
+      // the other user is untouched
+      const other = (await registrationAt(f.ts, stays, loc.id))?.clientUserId;
+      expect(statusAtApple(loc.sToken, other)).to.equal('Registered');
+    }
+    // an unknown user is 404 and retires nothing
+    expect((await f.ts.api('DELETE', `/users/${userId}`)).status).to.equal(404);
+  });
 });
