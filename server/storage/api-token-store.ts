@@ -11,9 +11,10 @@ import {
 } from 'sequelize';
 import type { ApiToken, ApiTokenPage, ApiTokenStore } from '../admin/api-tokens.ts';
 import { UnknownIdsError } from '../directory/errors.ts';
-import { decodeStringCursor, encodeCursor, invalidCursor } from './cursor.ts';
+import { decodeStringCursor, invalidCursor } from './cursor.ts';
 import type { Database } from './database.ts';
-import { toDate, toInt } from './models.ts';
+import { toDate } from './models.ts';
+import { clampLimit, dbId, idString, keysetPage, likeAny } from './sql-kit.ts';
 
 interface ApiTokenRow {
   id: number;
@@ -26,7 +27,6 @@ interface ApiTokenRow {
 
 type ApiTokenModel = Model<ApiTokenRow, Optional<ApiTokenRow, 'id'>>;
 
-const MAX_PAGE = 1000;
 const cache = new WeakMap<Sequelize, ModelStatic<ApiTokenModel>>();
 
 function modelOf(sequelize: Sequelize): ModelStatic<ApiTokenModel> {
@@ -48,20 +48,13 @@ function modelOf(sequelize: Sequelize): ModelStatic<ApiTokenModel> {
   return model;
 }
 
-/** A database id from an API id: canonical decimal digits only (anything else names nothing). */
-function dbId(id: string): number | null {
-  if (!/^[1-9][0-9]{0,15}$/.test(id)) return null;
-  const n = Number(id);
-  return Number.isSafeInteger(n) ? n : null;
-}
-
 function toApiToken(row: ApiTokenModel): ApiToken {
   const siteId = row.get('siteId');
   const expiresAt = row.get('expiresAt');
   return {
-    id: String(toInt(row.get('id'))),
+    id: idString(row.get('id')),
     name: String(row.get('name')),
-    siteId: siteId === null || siteId === undefined ? null : String(toInt(siteId)),
+    siteId: siteId === null || siteId === undefined ? null : idString(siteId),
     expiresAt: expiresAt === null || expiresAt === undefined ? null : toDate(expiresAt),
     createdAt: toDate(row.get('createdAt')),
   };
@@ -127,7 +120,7 @@ export class SqlApiTokenStore implements ApiTokenStore {
   }
 
   async list(opts: { limit: number; cursor: string | null; q: string | null }): Promise<ApiTokenPage> {
-    const limit = Math.max(1, Math.min(MAX_PAGE, Math.trunc(opts.limit)));
+    const limit = clampLimit(opts.limit);
     const conditions: WhereOptions<ApiTokenRow>[] = [];
     if (opts.cursor !== null) {
       const after = dbId(decodeStringCursor(opts.cursor));
@@ -136,17 +129,15 @@ export class SqlApiTokenStore implements ApiTokenStore {
     }
     const q = opts.q?.trim() ?? '';
     if (q !== '') {
-      const pattern = this.db.sequelize.escape(`%${q.toLowerCase().replace(/[!%_]/g, (c) => `!${c}`)}%`);
-      conditions.push(this.db.sequelize.literal(`LOWER(name) LIKE ${pattern} ESCAPE '!'`));
+      conditions.push(likeAny(this.db.sequelize, q, ['name']));
     }
     const rows = await this.m.findAll({
       where: { [Op.and]: conditions },
       order: [['id', 'ASC']],
       limit: limit + 1,
     });
-    const page = rows.slice(0, limit).map(toApiToken);
-    const last = page[page.length - 1];
-    return { items: page, nextCursor: rows.length > limit && last ? encodeCursor([last.id]) : null };
+    const page = keysetPage(rows, limit, (row) => idString(row.get('id')));
+    return { items: page.items.map(toApiToken), nextCursor: page.nextCursor };
   }
 
   async delete(id: string): Promise<boolean> {

@@ -10,9 +10,9 @@ import type {
 import { decodeTimeSeqCursor, encodeCursor } from './cursor.ts';
 import type { Database } from './database.ts';
 import { modelsOf, toDate, toDateOrNull, toInt, type Models, type ResultRow } from './models.ts';
+import { clampLimit } from './sql-kit.ts';
 
 const IN_CHUNK = 500;
-const MAX_PAGE = 1000;
 /** Bulk inserts of command bodies stay well under MariaDB's default `max_allowed_packet` (16 MB). */
 const MAX_INSERT_BYTES = 4 * 1024 * 1024;
 
@@ -263,7 +263,7 @@ export class SqlCommandStore implements CommandStore {
     udid: string,
     opts: { limit: number; cursor: string | null },
   ): Promise<{ items: CommandRecord[]; nextCursor: string | null }> {
-    const limit = Math.max(1, Math.min(MAX_PAGE, Math.trunc(opts.limit)));
+    const limit = clampLimit(opts.limit);
     const after = opts.cursor === null ? null : decodeTimeSeqCursor(opts.cursor);
     const keyset = (alias: string) =>
       after ? `AND (${alias}.queued_at < :time OR (${alias}.queued_at = :time AND ${alias}.seq < :seq))` : '';

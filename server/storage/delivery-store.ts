@@ -1,4 +1,4 @@
-import { QueryTypes, UniqueConstraintError, type Sequelize, type Transaction } from 'sequelize';
+import { UniqueConstraintError, type Sequelize, type Transaction } from 'sequelize';
 import type { ChannelType } from '../../shared/mdm/index.ts';
 import type { Platform } from '../checkin/store.ts';
 import type { CommandStatus } from '../commands/store.ts';
@@ -35,6 +35,7 @@ import { invitationUrlFrom } from '../vpp/apple-client.ts';
 import { chunked } from './command-store.ts';
 import type { Database } from './database.ts';
 import { toBool, toDate, toDateOrNull, toInt } from './models.ts';
+import { dbId, dbIds, exec, execCount, idString, select } from './sql-kit.ts';
 
 const IN_CHUNK = 500;
 const MAX_TEXT = 500;
@@ -61,14 +62,6 @@ const SELF_SERVICE_METHODS = ['prompt_and_self_service', 'self_service_only'];
 /** Stages in which a channel has the usage (or had it and it registered). */
 const HANDED_STAGES: readonly UsageStage[] = ['handed', 'resend', 'notify_registered'];
 
-/** A database id from an API id: canonical decimal digits only (anything else names nothing). */
-function dbId(id: string): number | null {
-  if (!/^[1-9][0-9]{0,15}$/.test(id)) return null;
-  const n = Number(id);
-  return Number.isSafeInteger(n) ? n : null;
-}
-const dbIds = (ids: readonly string[]) => [...new Set(ids.map(dbId).filter((n): n is number => n !== null))];
-const idString = (value: unknown) => String(toInt(value));
 const clip = (s: string | null | undefined) => (s === null || s === undefined ? null : s.slice(0, MAX_TEXT));
 const oneOf = <T extends string>(list: readonly T[], value: unknown, fallback: T): T =>
   list.find((v) => v === value) ?? fallback;
@@ -163,7 +156,8 @@ export class SqlDeliveryStore implements DeliveryStore {
     const ids = [...new Set(userIds)];
     const out: PromptDevice[] = [];
     for (const part of chunked(ids, IN_CHUNK)) {
-      const rows = await this.select<DeviceRowSql>(
+      const rows = await select<DeviceRowSql>(
+        this.sequelize,
         `SELECT udid, platform, os_version, user_enrollment, enrolled, device_name, product_name, model, user_id
            FROM devices WHERE user_id IN (:part) ORDER BY udid`,
         { part },
@@ -174,7 +168,8 @@ export class SqlDeliveryStore implements DeliveryStore {
   }
 
   async promptDevice(udid: string): Promise<PromptDevice | null> {
-    const rows = await this.select<DeviceRowSql>(
+    const rows = await select<DeviceRowSql>(
+      this.sequelize,
       `SELECT udid, platform, os_version, user_enrollment, enrolled, device_name, product_name, model, user_id
          FROM devices WHERE udid = :udid`,
       { udid },
@@ -189,7 +184,7 @@ export class SqlDeliveryStore implements DeliveryStore {
       rows.map((r) => r.udid),
       IN_CHUNK,
     )) {
-      const list = await this.select<{
+      const list = await select<{
         id: string;
         udid: string;
         channel: string;
@@ -197,6 +192,7 @@ export class SqlDeliveryStore implements DeliveryStore {
         enabled: unknown;
         token_updated_at: unknown;
       }>(
+        this.sequelize,
         `SELECT id, udid, channel, user_short_name, enabled, token_updated_at FROM enrollments
           WHERE udid IN (:part) ORDER BY id`,
         { part },
@@ -232,12 +228,14 @@ export class SqlDeliveryStore implements DeliveryStore {
   async promptUsers(userIds: readonly string[]): Promise<PromptUser[]> {
     const out: PromptUser[] = [];
     for (const part of chunked(dbIds(userIds), IN_CHUNK)) {
-      const rows = await this.select<{
+      const rows = await select<{
         id: unknown;
         username: string;
         email: string | null;
         managed_apple_id: string | null;
-      }>('SELECT id, username, email, managed_apple_id FROM users WHERE id IN (:part)', { part });
+      }>(this.sequelize, 'SELECT id, username, email, managed_apple_id FROM users WHERE id IN (:part)', {
+        part,
+      });
       for (const r of rows) {
         out.push({
           userId: idString(r.id),
@@ -265,7 +263,8 @@ export class SqlDeliveryStore implements DeliveryStore {
       const loc = dbId(locationId);
       if (loc === null) continue;
       for (const part of chunked(dbIds(userIds), IN_CHUNK)) {
-        const rows = await this.select<PromptRow>(
+        const rows = await select<PromptRow>(
+          this.sequelize,
           `SELECT ${PROMPT_COLUMNS} FROM ${PROMPT_FROM}
             WHERE p.location_id = :loc AND p.user_id IN (:part) ORDER BY p.id`,
           { loc, part },
@@ -278,7 +277,8 @@ export class SqlDeliveryStore implements DeliveryStore {
   }
 
   async promptsOnDevice(udid: string): Promise<PromptRecord[]> {
-    const rows = await this.select<PromptRow>(
+    const rows = await select<PromptRow>(
+      this.sequelize,
       `SELECT ${PROMPT_COLUMNS} FROM ${PROMPT_FROM} WHERE p.udid = :udid ORDER BY p.id`,
       { udid },
     );
@@ -386,7 +386,8 @@ export class SqlDeliveryStore implements DeliveryStore {
     const sets = Object.keys(values).map((k) => `${k} = :v_${k}`);
     const replacements: Record<string, unknown> = { id: dbId(row.id), revision: row.revision, now };
     for (const [k, v] of Object.entries(values)) replacements[`v_${k}`] = v;
-    const n = await this.execCount(
+    const n = await execCount(
+      this.sequelize,
       t,
       `UPDATE device_prompts SET ${sets.join(', ')}, revision = revision + 1, updated_at = :now
         WHERE id = :id AND revision = :revision`,
@@ -406,7 +407,8 @@ export class SqlDeliveryStore implements DeliveryStore {
     // Most answers are not to prompts: find the active prompts first, without taking the write path.
     const todo: { row: PromptRecord & { revision: number }; r: PromptResult; from: PromptState[] }[] = [];
     for (const part of chunked([...byUuid.keys()], IN_CHUNK)) {
-      const rows = await this.select<PromptRow>(
+      const rows = await select<PromptRow>(
+        this.sequelize,
         `SELECT ${PROMPT_COLUMNS} FROM ${PROMPT_FROM} WHERE p.command_uuid IN (:part) AND p.state IN (:active)`,
         { part, active: ACTIVE_PROMPT_STATES },
       );
@@ -422,7 +424,8 @@ export class SqlDeliveryStore implements DeliveryStore {
     return this.db.write(async (t) => {
       const changed: PromptRecord[] = [];
       for (const { row, r, from } of todo) {
-        const n = await this.execCount(
+        const n = await execCount(
+          this.sequelize,
           t,
           `UPDATE device_prompts SET state = :state, command_status = :commandStatus, reason = :reason,
                   answered_at = :answeredAt, revision = revision + 1, updated_at = :now
@@ -459,7 +462,8 @@ export class SqlDeliveryStore implements DeliveryStore {
     return this.db.write(async (t) => {
       const changed: PromptRecord[] = [];
       for (const part of chunked(uuids, IN_CHUNK)) {
-        const rows = await this.select<PromptRow>(
+        const rows = await select<PromptRow>(
+          this.sequelize,
           `SELECT ${PROMPT_COLUMNS} FROM ${PROMPT_FROM}
             WHERE p.command_uuid IN (:part) AND p.state IN (:active)`,
           { part, active: ACTIVE_PROMPT_STATES },
@@ -467,7 +471,8 @@ export class SqlDeliveryStore implements DeliveryStore {
         );
         if (rows.length === 0) continue;
         const ids = rows.map((r) => toInt(r.id));
-        await this.exec(
+        await exec(
+          this.sequelize,
           t,
           `UPDATE device_prompts SET state = 'withdrawn', command_status = 'withdrawn', reason = :reason,
                   answered_at = :now, revision = revision + 1, updated_at = :now
@@ -498,7 +503,7 @@ export class SqlDeliveryStore implements DeliveryStore {
       const loc = dbId(locationId);
       if (loc === null) continue;
       for (const part of chunked(dbIds(userIds), IN_CHUNK)) {
-        const rows = await this.select<{
+        const rows = await select<{
           id: unknown;
           invitation_id: unknown;
           user_id: unknown;
@@ -506,6 +511,7 @@ export class SqlDeliveryStore implements DeliveryStore {
           status: string;
           stage: string;
         }>(
+          this.sequelize,
           `SELECT u.id, u.invitation_id, u.user_id, u.location_id, u.status, u.stage
              FROM invitation_usage u JOIN vpp_invitations i ON i.id = u.invitation_id
             WHERE u.location_id = :loc AND u.user_id IN (:part) AND i.deleted_at IS NULL
@@ -531,7 +537,7 @@ export class SqlDeliveryStore implements DeliveryStore {
   async promptWorkForUser(userId: string): Promise<PromptWork[]> {
     const user = dbId(userId);
     if (user === null) return [];
-    const rows = await this.select<{
+    const rows = await select<{
       id: unknown;
       location_id: unknown;
       status: string;
@@ -540,6 +546,7 @@ export class SqlDeliveryStore implements DeliveryStore {
       invitation_url: string | null;
       invitation_template: string | null;
     }>(
+      this.sequelize,
       `SELECT u.id, u.location_id, u.status, r.state, r.invite_code, r.invitation_url, l.invitation_template
          FROM invitation_usage u
          JOIN vpp_invitations i ON i.id = u.invitation_id
@@ -584,7 +591,7 @@ export class SqlDeliveryStore implements DeliveryStore {
     filter: string,
     replacements: Record<string, unknown>,
   ): Promise<SelfServiceItem[]> {
-    const rows = await this.select<{
+    const rows = await select<{
       id: unknown;
       invitation_id: unknown;
       user_id: unknown;
@@ -597,6 +604,7 @@ export class SqlDeliveryStore implements DeliveryStore {
       invitation_url: string | null;
       invitation_template: string | null;
     }>(
+      this.sequelize,
       `SELECT u.id, u.invitation_id, u.user_id, u.status, i.name, l.location_name, l.name AS location_label,
               r.state, r.invite_code, r.invitation_url, l.invitation_template
          FROM invitation_usage u
@@ -631,7 +639,8 @@ export class SqlDeliveryStore implements DeliveryStore {
   // ---------- reconcile ----------
 
   async orphanedPrompts(before: Date, limit: number, udid?: string): Promise<OrphanedPrompt[]> {
-    const rows = await this.select<PromptRow & { result_status: string | null; result_xml: string | null }>(
+    const rows = await select<PromptRow & { result_status: string | null; result_xml: string | null }>(
+      this.sequelize,
       `SELECT ${PROMPT_COLUMNS}, r.status AS result_status, r.result_xml
          FROM ${PROMPT_FROM}
          LEFT JOIN command_queue q ON q.command_uuid = p.command_uuid AND q.enrollment_id = p.enrollment_id
@@ -648,7 +657,8 @@ export class SqlDeliveryStore implements DeliveryStore {
   }
 
   async activePromptsOfAssociated(limit: number): Promise<PromptRecord[]> {
-    const rows = await this.select<PromptRow>(
+    const rows = await select<PromptRow>(
+      this.sequelize,
       `SELECT ${PROMPT_COLUMNS}
          FROM ${PROMPT_FROM}
          JOIN vpp_registrations reg ON reg.location_id = p.location_id AND reg.user_id = p.user_id
@@ -660,7 +670,8 @@ export class SqlDeliveryStore implements DeliveryStore {
   }
 
   async devicesWithStrayPrompts(limit: number): Promise<string[]> {
-    const rows = await this.select<{ udid: string }>(
+    const rows = await select<{ udid: string }>(
+      this.sequelize,
       `SELECT DISTINCT p.udid FROM device_prompts p LEFT JOIN devices d ON d.udid = p.udid
         WHERE p.state IN (:active)
           AND (d.udid IS NULL OR d.user_id IS NULL OR d.user_id <> ${this.asText('p.user_id')})
@@ -671,7 +682,8 @@ export class SqlDeliveryStore implements DeliveryStore {
   }
 
   async devicesMissingPrompts(limit: number): Promise<string[]> {
-    const rows = await this.select<{ udid: string }>(
+    const rows = await select<{ udid: string }>(
+      this.sequelize,
       `SELECT DISTINCT d.udid
          FROM invitation_usage u
          JOIN vpp_invitations i ON i.id = u.invitation_id
@@ -688,36 +700,6 @@ export class SqlDeliveryStore implements DeliveryStore {
   }
 
   // ---------- internals ----------
-
-  private select<T extends object>(
-    sql: string,
-    replacements: Record<string, unknown>,
-    t?: Transaction,
-  ): Promise<T[]> {
-    return this.sequelize.query<T>(sql, {
-      type: QueryTypes.SELECT,
-      replacements,
-      ...(t ? { transaction: t } : {}),
-    });
-  }
-
-  private async exec(t: Transaction, sql: string, replacements: Record<string, unknown>): Promise<void> {
-    await this.sequelize.query(sql, { transaction: t, replacements });
-  }
-
-  /** Runs an UPDATE and answers how many rows it changed (`QueryTypes.UPDATE`: the count comes second on all three). */
-  private async execCount(
-    t: Transaction,
-    sql: string,
-    replacements: Record<string, unknown>,
-  ): Promise<number> {
-    const [, affected] = (await this.sequelize.query(sql, {
-      transaction: t,
-      replacements,
-      type: QueryTypes.UPDATE,
-    })) as [unknown, unknown];
-    return typeof affected === 'number' ? affected : Number(affected ?? 0);
-  }
 }
 
 interface DeviceRowSql {

@@ -9,7 +9,7 @@ import type {
   TokenUpdateInput,
 } from '../checkin/store.ts';
 import { chunked, withdrawQueued } from './command-store.ts';
-import { decodeStringCursor, encodeCursor } from './cursor.ts';
+import { decodeStringCursor } from './cursor.ts';
 import type { Database } from './database.ts';
 import {
   modelsOf,
@@ -20,9 +20,9 @@ import {
   type EnrollmentRow,
   type Models,
 } from './models.ts';
+import { clampLimit, dbId, keysetPage, likeAny } from './sql-kit.ts';
 
 const TOUCH_CHUNK = 500;
-const MAX_PAGE = 1000;
 
 const PLATFORMS: readonly Platform[] = ['macos', 'ios', 'ipados'];
 const CHANNELS: readonly ChannelType[] = [
@@ -220,35 +220,31 @@ export class SqlDeviceStore implements DeviceStore {
     q: string | null;
     siteId?: string | null;
   }): Promise<{ items: Device[]; nextCursor: string | null }> {
-    const limit = Math.max(1, Math.min(MAX_PAGE, Math.trunc(opts.limit)));
+    const limit = clampLimit(opts.limit);
     const conditions: WhereOptions<DeviceRow>[] = [];
     if (opts.siteId !== undefined && opts.siteId !== null) {
-      if (!/^[1-9][0-9]{0,15}$/.test(opts.siteId)) return { items: [], nextCursor: null };
+      const site = dbId(opts.siteId);
+      if (site === null) return { items: [], nextCursor: null };
       // devices.user_id is text, user_sites.user_id a number: compare as text on all three databases.
       const asText = this.db.dialect === 'mariadb' ? 'CAST(us.user_id AS CHAR)' : 'CAST(us.user_id AS TEXT)';
       conditions.push(
         this.db.sequelize.literal(
-          `user_id IN (SELECT ${asText} FROM user_sites us WHERE us.site_id = ${this.db.sequelize.escape(Number(opts.siteId))})`,
+          `user_id IN (SELECT ${asText} FROM user_sites us WHERE us.site_id = ${this.db.sequelize.escape(site)})`,
         ),
       );
     }
     if (opts.cursor !== null) conditions.push({ udid: { [Op.gt]: decodeStringCursor(opts.cursor) } });
     const q = opts.q?.trim() ?? '';
     if (q !== '') {
-      const pattern = this.db.sequelize.escape(`%${q.toLowerCase().replace(/[!%_]/g, (c) => `!${c}`)}%`);
-      const like = (column: string) => `LOWER(${column}) LIKE ${pattern} ESCAPE '!'`;
-      conditions.push(
-        this.db.sequelize.literal(`(${like('udid')} OR ${like('serial_number')} OR ${like('device_name')})`),
-      );
+      conditions.push(likeAny(this.db.sequelize, q, ['udid', 'serial_number', 'device_name']));
     }
     const rows = await this.m.Device.findAll({
       where: { [Op.and]: conditions },
       order: [['udid', 'ASC']],
       limit: limit + 1,
     });
-    const page = rows.slice(0, limit).map(toDevice);
-    const last = page[page.length - 1];
-    return { items: page, nextCursor: rows.length > limit && last ? encodeCursor([last.udid]) : null };
+    const page = keysetPage(rows, limit, (row) => row.get({ plain: true }).udid);
+    return { items: page.items.map(toDevice), nextCursor: page.nextCursor };
   }
 
   async assignUser(udid: string, userId: string | null): Promise<Device | null> {

@@ -27,7 +27,7 @@ import type {
   UserStore,
 } from '../directory/store.ts';
 import { chunked } from './command-store.ts';
-import { decodeStringCursor, encodeCursor } from './cursor.ts';
+import { decodeStringCursor } from './cursor.ts';
 import type { Database } from './database.ts';
 import {
   directoryModelsOf,
@@ -40,34 +40,12 @@ import {
   type UserRow,
 } from './directory-models.ts';
 import { modelsOf, toDate, toInt } from './models.ts';
+import { clampLimit, dbId, dbIds, idString, keysetPage, likeAny } from './sql-kit.ts';
 
 const IN_CHUNK = 500;
-const MAX_PAGE = 1000;
 const ID_BATCH = 1000;
 
-/** A database id from an API id: canonical decimal digits only (anything else names nothing). */
-function dbId(id: string): number | null {
-  if (!/^[1-9][0-9]{0,15}$/.test(id)) return null;
-  const n = Number(id);
-  return Number.isSafeInteger(n) ? n : null;
-}
-
-const str = (value: unknown) => String(toInt(value));
 const byNumber = (a: number, b: number) => a - b;
-const clampLimit = (limit: number) => Math.max(1, Math.min(MAX_PAGE, Math.trunc(limit)));
-
-/** Case-insensitive substring match over some columns (`!` escapes LIKE wildcards). */
-function likeAny(sequelize: Sequelize, q: string, columns: readonly string[]) {
-  const pattern = sequelize.escape(`%${q.toLowerCase().replace(/[!%_]/g, (c) => `!${c}`)}%`);
-  return sequelize.literal(`(${columns.map((c) => `LOWER(${c}) LIKE ${pattern} ESCAPE '!'`).join(' OR ')})`);
-}
-
-/** Keyset page: rows were read with `limit + 1`; the cursor is the last item's (unique) sort key. */
-function toPage<T>(items: T[], limit: number, key: (item: T) => string): Page<T> {
-  const page = items.slice(0, limit);
-  const last = page[page.length - 1];
-  return { items: page, nextCursor: items.length > limit && last ? encodeCursor([key(last)]) : null };
-}
 
 /** The ids among `ids` with no row in `model`, in the order given, without duplicates. */
 async function missingIds(
@@ -76,7 +54,7 @@ async function missingIds(
   t?: Transaction,
 ): Promise<string[]> {
   const unique = [...new Set(ids)];
-  const numeric = unique.map(dbId).filter((n): n is number => n !== null);
+  const numeric = dbIds(unique);
   const found = new Set<string>();
   for (const part of chunked(numeric, IN_CHUNK)) {
     const rows = await model.findAll({
@@ -85,7 +63,7 @@ async function missingIds(
       ...(t ? { transaction: t } : {}),
       raw: true,
     });
-    for (const row of rows as unknown as { id: unknown }[]) found.add(str(row.id));
+    for (const row of rows as unknown as { id: unknown }[]) found.add(idString(row.id));
   }
   return unique.filter((id) => !found.has(id));
 }
@@ -107,13 +85,13 @@ async function unknownOnForeignKey<T>(
 
 function toSite(row: SiteModel): Site {
   const s = row.get({ plain: true });
-  return { id: str(s.id), name: s.name, createdAt: toDate(s.createdAt), updatedAt: toDate(s.updatedAt) };
+  return { id: idString(s.id), name: s.name, createdAt: toDate(s.createdAt), updatedAt: toDate(s.updatedAt) };
 }
 
 function toUser(row: UserModel, siteIds: string[]): User {
   const u = row.get({ plain: true });
   return {
-    id: str(u.id),
+    id: idString(u.id),
     username: u.username,
     fullName: u.fullName,
     email: u.email,
@@ -128,7 +106,7 @@ function toUser(row: UserModel, siteIds: string[]): User {
 function toGroup(row: GroupModel, userCount: number): UserGroup {
   const g = row.get({ plain: true });
   return {
-    id: str(g.id),
+    id: idString(g.id),
     name: g.name,
     userCount,
     createdAt: toDate(g.createdAt),
@@ -173,7 +151,7 @@ export class SqlSiteStore implements SiteStore {
       order: [['name', 'ASC']],
       limit: limit + 1,
     });
-    return toPage(rows.map(toSite), limit, (s) => s.name);
+    return keysetPage(rows.map(toSite), limit, (s) => s.name);
   }
 
   async rename(id: string, name: string, now: Date): Promise<Site | null> {
@@ -320,7 +298,7 @@ export class SqlUserStore implements UserStore {
       order: [['usernameKey', 'ASC']],
       limit: limit + 1,
     });
-    return toPage(await this.withSites(rows), limit, (u) => usernameKey(u.username));
+    return keysetPage(await this.withSites(rows), limit, (u) => usernameKey(u.username));
   }
 
   async update(id: string, patch: UserPatch, now: Date): Promise<User | null> {
@@ -509,7 +487,7 @@ export class SqlGroupStore implements GroupStore {
     });
     const counts = await this.counts(rows.map((r) => toInt(r.get('id'))));
     const groups = rows.map((r) => toGroup(r, counts.get(toInt(r.get('id'))) ?? 0));
-    return toPage(groups, limit, (g) => g.name);
+    return keysetPage(groups, limit, (g) => g.name);
   }
 
   async update(id: string, patch: GroupPatch, now: Date): Promise<UserGroup | null> {

@@ -1,4 +1,4 @@
-import { QueryTypes, type Sequelize, type Transaction } from 'sequelize';
+import type { Sequelize } from 'sequelize';
 import type {
   EmailMessage,
   EmailMessageKind,
@@ -9,19 +9,12 @@ import type {
 import { chunked } from './command-store.ts';
 import type { Database } from './database.ts';
 import { toDate, toDateOrNull, toInt } from './models.ts';
+import { dbId, dbIds, execCount, idString, select } from './sql-kit.ts';
 
 const IN_CHUNK = 500;
 const MAX_TEXT = 500;
 
 const clip = (s: string) => s.slice(0, MAX_TEXT);
-const idString = (value: unknown) => String(toInt(value));
-
-function dbId(id: string): number | null {
-  if (!/^[1-9][0-9]{0,15}$/.test(id)) return null;
-  const n = Number(id);
-  return Number.isSafeInteger(n) ? n : null;
-}
-const dbIds = (ids: readonly string[]) => [...new Set(ids.map(dbId).filter((n): n is number => n !== null))];
 
 interface EmailRow {
   id: unknown;
@@ -81,7 +74,8 @@ export class SqlEmailStore implements EmailStore {
   async latest(usageIds: readonly string[]): Promise<Map<string, EmailMessage>> {
     const out = new Map<string, EmailMessage>();
     for (const ids of chunked(dbIds(usageIds), IN_CHUNK)) {
-      const rows = await this.select<EmailRow>(
+      const rows = await select<EmailRow>(
+        this.sequelize,
         `SELECT ${COLUMNS} FROM invitation_emails e
           WHERE e.usage_id IN (:ids)
             AND e.seq = (SELECT MAX(x.seq) FROM invitation_emails x WHERE x.usage_id = e.usage_id)`,
@@ -108,7 +102,8 @@ export class SqlEmailStore implements EmailStore {
       const made = await this.db.write(
         async (t) => {
           const ids = dbIds(part.map((m) => m.usageId));
-          const maxRows = await this.select<{ usage_id: unknown; seq: unknown }>(
+          const maxRows = await select<{ usage_id: unknown; seq: unknown }>(
+            this.sequelize,
             'SELECT usage_id, MAX(seq) AS seq FROM invitation_emails WHERE usage_id IN (:ids) GROUP BY usage_id',
             { ids },
             t,
@@ -139,7 +134,8 @@ export class SqlEmailStore implements EmailStore {
             };
           });
           await this.sequelize.getQueryInterface().bulkInsert('invitation_emails', rows, { transaction: t });
-          const back = await this.select<EmailRow>(
+          const back = await select<EmailRow>(
+            this.sequelize,
             `SELECT ${COLUMNS} FROM invitation_emails WHERE usage_id IN (:ids) AND seq >= :minSeq`,
             { ids, minSeq: Math.min(...rows.map((r) => r.seq)) },
             t,
@@ -161,9 +157,13 @@ export class SqlEmailStore implements EmailStore {
   async get(id: string): Promise<EmailMessage | null> {
     const key = dbId(id);
     if (key === null) return null;
-    const rows = await this.select<EmailRow>(`SELECT ${COLUMNS} FROM invitation_emails WHERE id = :key`, {
-      key,
-    });
+    const rows = await select<EmailRow>(
+      this.sequelize,
+      `SELECT ${COLUMNS} FROM invitation_emails WHERE id = :key`,
+      {
+        key,
+      },
+    );
     const r = rows[0];
     return r ? toMessage(r) : null;
   }
@@ -216,7 +216,8 @@ export class SqlEmailStore implements EmailStore {
     let n = 0;
     for (const ids of chunked(dbIds(usageIds), IN_CHUNK)) {
       n += await this.db.write((t) =>
-        this.execCount(
+        execCount(
+          this.sequelize,
           t,
           `UPDATE invitation_emails SET status = 'cancelled', updated_at = :now
             WHERE usage_id IN (:ids) AND status = 'queued'`,
@@ -236,37 +237,16 @@ export class SqlEmailStore implements EmailStore {
     const key = dbId(id);
     if (key === null) return 0;
     return this.db.write((t) =>
-      this.execCount(t, `UPDATE invitation_emails SET ${set} WHERE id = :key AND status IN (:from)`, {
-        ...replacements,
-        key,
-        from,
-      }),
+      execCount(
+        this.sequelize,
+        t,
+        `UPDATE invitation_emails SET ${set} WHERE id = :key AND status IN (:from)`,
+        {
+          ...replacements,
+          key,
+          from,
+        },
+      ),
     );
-  }
-
-  private select<T extends object>(
-    sql: string,
-    replacements: Record<string, unknown>,
-    t?: Transaction,
-  ): Promise<T[]> {
-    return this.sequelize.query<T>(sql, {
-      type: QueryTypes.SELECT,
-      replacements,
-      ...(t ? { transaction: t } : {}),
-    });
-  }
-
-  /** Runs an UPDATE and answers how many rows it changed (`BULKUPDATE`: a count on every dialect). */
-  private async execCount(
-    t: Transaction,
-    sql: string,
-    replacements: Record<string, unknown>,
-  ): Promise<number> {
-    const result: unknown = await this.sequelize.query(sql, {
-      transaction: t,
-      replacements,
-      type: QueryTypes.BULKUPDATE,
-    });
-    return typeof result === 'number' ? result : Number(result ?? 0);
   }
 }

@@ -1,4 +1,4 @@
-import { Op, QueryTypes, type Sequelize, type Transaction, type WhereOptions } from 'sequelize';
+import { Op, type Sequelize, type Transaction, type WhereOptions } from 'sequelize';
 import type { DeliveryOutcome, UsageDeviceReport, UsageRef, UsageReport } from '../invitations/channels.ts';
 import {
   ACTIVE_STAGES,
@@ -32,25 +32,28 @@ import type {
 import { invitationUrlFrom } from '../vpp/apple-client.ts';
 import type { RegistrationState } from '../vpp/store.ts';
 import { chunked } from './command-store.ts';
-import { decodeStringCursor, encodeCursor, invalidCursor } from './cursor.ts';
+import { decodeStringCursor, invalidCursor } from './cursor.ts';
 import type { Database } from './database.ts';
 import { invitationModelsOf, type InvitationModels, type InvitationRow } from './invitation-models.ts';
 import { toBool, toDate, toDateOrNull, toInt, toIntOrNull } from './models.ts';
+import {
+  clampLimit,
+  containsPattern,
+  dbId,
+  dbIds,
+  exec,
+  execCount,
+  idString,
+  keysetPage,
+  likeAny,
+  select,
+} from './sql-kit.ts';
 
 const IN_CHUNK = 500;
 /** users per write transaction when adding usage rows */
 const ADD_CHUNK = 1000;
-const MAX_PAGE = 1000;
 const MAX_TEXT = 500;
 
-/** A database id from an API id: canonical decimal digits only (anything else names nothing). */
-function dbId(id: string): number | null {
-  if (!/^[1-9][0-9]{0,15}$/.test(id)) return null;
-  const n = Number(id);
-  return Number.isSafeInteger(n) ? n : null;
-}
-const dbIds = (ids: readonly string[]) => [...new Set(ids.map(dbId).filter((n): n is number => n !== null))];
-const idString = (value: unknown) => String(toInt(value));
 const clip = (s: string | null | undefined) => (s === null || s === undefined ? null : s.slice(0, MAX_TEXT));
 
 const STATUS_SET = new Set<string>(USAGE_STATUSES);
@@ -168,7 +171,7 @@ export class SqlInvitationStore implements InvitationStore {
   }
 
   async listInvitations(opts: InvitationListOptions): Promise<Page<Invitation>> {
-    const limit = Math.max(1, Math.min(MAX_PAGE, Math.trunc(opts.limit)));
+    const limit = clampLimit(opts.limit);
     const where: WhereOptions[] = [{ deletedAt: null }];
     if (opts.cursor !== null) {
       const after = dbId(decodeStringCursor(opts.cursor));
@@ -187,8 +190,7 @@ export class SqlInvitationStore implements InvitationStore {
     }
     const q = opts.q?.trim() ?? '';
     if (q !== '') {
-      const pattern = `%${q.toLowerCase().replace(/[!%_]/g, (c) => `!${c}`)}%`;
-      where.push(this.sequelize.literal(`LOWER(name) LIKE ${this.sequelize.escape(pattern)} ESCAPE '!'`));
+      where.push(likeAny(this.sequelize, q, ['name']));
     }
     const rows = await this.m.Invitation.findAll({
       where: { [Op.and]: where },
@@ -197,9 +199,7 @@ export class SqlInvitationStore implements InvitationStore {
       raw: true,
     });
     const items = rows.map((r) => toInvitation(r as unknown as InvitationRow));
-    const page = items.slice(0, limit);
-    const last = page[page.length - 1];
-    return { items: page, nextCursor: items.length > limit && last ? encodeCursor([last.id]) : null };
+    return keysetPage(items, limit, (i) => i.id);
   }
 
   async updateInvitation(
@@ -250,13 +250,14 @@ export class SqlInvitationStore implements InvitationStore {
     const key = dbId(id);
     if (key === null) return;
     await this.db.write(async (t) => {
-      await this.exec(
+      await exec(
+        this.sequelize,
         t,
         'DELETE FROM invitation_usage_devices WHERE usage_id IN (SELECT id FROM invitation_usage WHERE invitation_id = :key)',
         { key },
       );
-      await this.exec(t, 'DELETE FROM invitation_usage WHERE invitation_id = :key', { key });
-      await this.exec(t, 'DELETE FROM vpp_invitations WHERE id = :key', { key });
+      await exec(this.sequelize, t, 'DELETE FROM invitation_usage WHERE invitation_id = :key', { key });
+      await exec(this.sequelize, t, 'DELETE FROM vpp_invitations WHERE id = :key', { key });
     });
   }
 
@@ -276,7 +277,8 @@ export class SqlInvitationStore implements InvitationStore {
     if (key === null) return false;
     return this.db.write(
       async (t) =>
-        (await this.execCount(
+        (await execCount(
+          this.sequelize,
           t,
           `UPDATE vpp_invitations SET computed_generation = :generation
             WHERE id = :key AND scope_generation = :generation AND computed_generation < :generation`,
@@ -304,13 +306,15 @@ export class SqlInvitationStore implements InvitationStore {
 
   async rescopeAll(_now: Date): Promise<string[]> {
     return this.db.write(async (t) => {
-      const rows = await this.select<{ id: unknown }>(
+      const rows = await select<{ id: unknown }>(
+        this.sequelize,
         'SELECT id FROM vpp_invitations WHERE deleted_at IS NULL ORDER BY id',
         {},
         t,
       );
       if (rows.length === 0) return [];
-      await this.exec(
+      await exec(
+        this.sequelize,
         t,
         'UPDATE vpp_invitations SET scope_generation = scope_generation + 1 WHERE deleted_at IS NULL',
         {},
@@ -321,7 +325,8 @@ export class SqlInvitationStore implements InvitationStore {
 
   async invitationsNeedingWork(channelMethods: readonly string[]): Promise<string[]> {
     const out = new Set<string>();
-    const first = await this.select<{ id: unknown }>(
+    const first = await select<{ id: unknown }>(
+      this.sequelize,
       `SELECT id FROM vpp_invitations
         WHERE deleted_at IS NOT NULL OR computed_generation < scope_generation
            OR EXISTS (SELECT 1 FROM invitation_usage u WHERE u.invitation_id = vpp_invitations.id AND u.stage IN (:active))`,
@@ -336,7 +341,8 @@ export class SqlInvitationStore implements InvitationStore {
   }
 
   async invitationsWaitingFor(method: string): Promise<string[]> {
-    const rows = await this.select<{ id: unknown }>(
+    const rows = await select<{ id: unknown }>(
+      this.sequelize,
       `SELECT id FROM vpp_invitations
         WHERE deleted_at IS NULL AND distribution_method = :method
           AND EXISTS (SELECT 1 FROM invitation_usage u WHERE u.invitation_id = vpp_invitations.id AND u.stage = 'waiting_channel')
@@ -347,7 +353,8 @@ export class SqlInvitationStore implements InvitationStore {
   }
 
   async locationsWithStaleSite(): Promise<string[]> {
-    const rows = await this.select<{ location_id: unknown }>(
+    const rows = await select<{ location_id: unknown }>(
+      this.sequelize,
       `SELECT DISTINCT i.location_id FROM vpp_invitations i JOIN vpp_locations l ON l.id = i.location_id
         WHERE i.deleted_at IS NULL
           AND ((i.site_id IS NULL AND l.site_id IS NOT NULL) OR (i.site_id IS NOT NULL AND l.site_id IS NULL)
@@ -358,7 +365,8 @@ export class SqlInvitationStore implements InvitationStore {
   }
 
   async orphanedInvitations(): Promise<string[]> {
-    const rows = await this.select<{ id: unknown }>(
+    const rows = await select<{ id: unknown }>(
+      this.sequelize,
       `SELECT i.id FROM vpp_invitations i LEFT JOIN vpp_locations l ON l.id = i.location_id
         WHERE i.deleted_at IS NULL AND l.id IS NULL ORDER BY i.id`,
       {},
@@ -370,7 +378,8 @@ export class SqlInvitationStore implements InvitationStore {
     const out = new Map<string, UsageCounts>();
     for (const id of invitationIds) out.set(id, emptyCounts());
     for (const part of chunked(dbIds(invitationIds), IN_CHUNK)) {
-      const rows = await this.select<{ invitation_id: unknown; status: string; stage: string; n: unknown }>(
+      const rows = await select<{ invitation_id: unknown; status: string; stage: string; n: unknown }>(
+        this.sequelize,
         `SELECT invitation_id, status, stage, COUNT(*) AS n FROM invitation_usage
           WHERE invitation_id IN (:ids) GROUP BY invitation_id, status, stage`,
         { ids: part },
@@ -392,7 +401,8 @@ export class SqlInvitationStore implements InvitationStore {
   async usageUserIds(invitationId: string): Promise<string[]> {
     const inv = dbId(invitationId);
     if (inv === null) return [];
-    const rows = await this.select<{ user_id: unknown }>(
+    const rows = await select<{ user_id: unknown }>(
+      this.sequelize,
       'SELECT user_id FROM invitation_usage WHERE invitation_id = :inv ORDER BY user_id',
       { inv },
     );
@@ -415,7 +425,8 @@ export class SqlInvitationStore implements InvitationStore {
       added += await this.db.write(async (t) => {
         const present = new Set<number>();
         for (const ids of chunked(part, IN_CHUNK)) {
-          const rows = await this.select<{ user_id: unknown }>(
+          const rows = await select<{ user_id: unknown }>(
+            this.sequelize,
             'SELECT user_id FROM invitation_usage WHERE invitation_id = :inv AND user_id IN (:ids)',
             { inv, ids },
             t,
@@ -454,7 +465,8 @@ export class SqlInvitationStore implements InvitationStore {
     if (inv === null) return [];
     const out: UsageRef[] = [];
     for (const ids of chunked(dbIds(userIds), IN_CHUNK)) {
-      const rows = await this.select<{ id: unknown; user_id: unknown }>(
+      const rows = await select<{ id: unknown; user_id: unknown }>(
+        this.sequelize,
         'SELECT id, user_id FROM invitation_usage WHERE invitation_id = :inv AND user_id IN (:ids) ORDER BY id',
         { inv, ids },
       );
@@ -466,7 +478,8 @@ export class SqlInvitationStore implements InvitationStore {
   async usagePage(invitationId: string, afterId: string | null, limit: number): Promise<UsageRef[]> {
     const inv = dbId(invitationId);
     if (inv === null) return [];
-    const rows = await this.select<{ id: unknown; user_id: unknown }>(
+    const rows = await select<{ id: unknown; user_id: unknown }>(
+      this.sequelize,
       `SELECT id, user_id FROM invitation_usage WHERE invitation_id = :inv AND id > :after ORDER BY id LIMIT ${Math.max(1, Math.trunc(limit))}`,
       { inv, after: afterId === null ? 0 : (dbId(afterId) ?? 0) },
     );
@@ -479,7 +492,9 @@ export class SqlInvitationStore implements InvitationStore {
     return this.db.write(async (t) => {
       let n = 0;
       for (const part of chunked(ids, IN_CHUNK)) {
-        await this.exec(t, 'DELETE FROM invitation_usage_devices WHERE usage_id IN (:ids)', { ids: part });
+        await exec(this.sequelize, t, 'DELETE FROM invitation_usage_devices WHERE usage_id IN (:ids)', {
+          ids: part,
+        });
         n += await this.m.Usage.destroy({ where: { id: part }, transaction: t });
       }
       return n;
@@ -494,7 +509,8 @@ export class SqlInvitationStore implements InvitationStore {
   ): Promise<UsageRef[]> {
     const inv = dbId(invitationId);
     if (inv === null) return [];
-    const rows = await this.select<{ id: unknown; user_id: unknown }>(
+    const rows = await select<{ id: unknown; user_id: unknown }>(
+      this.sequelize,
       `SELECT id, user_id FROM invitation_usage WHERE invitation_id = :inv AND stage = :stage AND id > :after
         ORDER BY id LIMIT ${Math.max(1, Math.trunc(limit))}`,
       { inv, stage, after: afterId === null ? 0 : (dbId(afterId) ?? 0) },
@@ -510,7 +526,7 @@ export class SqlInvitationStore implements InvitationStore {
     if (inv === null) return [];
     const out: UsageRegistrationView[] = [];
     for (const ids of chunked(dbIds(usageIds), IN_CHUNK)) {
-      const rows = await this.select<{
+      const rows = await select<{
         id: unknown;
         user_id: unknown;
         stage: string;
@@ -520,6 +536,7 @@ export class SqlInvitationStore implements InvitationStore {
         error_number: unknown;
         error_message: string | null;
       }>(
+        this.sequelize,
         `SELECT u.id, u.user_id, u.stage, u.status, r.state, r.managed, r.error_number, r.error_message
            FROM invitation_usage u
            LEFT JOIN vpp_registrations r ON r.location_id = u.location_id AND r.user_id = u.user_id
@@ -556,7 +573,7 @@ export class SqlInvitationStore implements InvitationStore {
   ): Promise<DeliveryRow[]> {
     const inv = dbId(invitationId);
     if (inv === null) return [];
-    const rows = await this.select<{
+    const rows = await select<{
       id: unknown;
       user_id: unknown;
       status: string;
@@ -572,6 +589,7 @@ export class SqlInvitationStore implements InvitationStore {
       invitation_url: string | null;
       invitation_template: string | null;
     }>(
+      this.sequelize,
       `SELECT u.id, u.user_id, u.status, u.sent_at, u.registration_code, usr.username, usr.full_name, usr.email,
               CASE WHEN usr.password_hash IS NULL THEN 0 ELSE 1 END AS has_password,
               r.state, r.client_user_id, r.invite_code, r.invitation_url, l.invitation_template
@@ -640,7 +658,8 @@ export class SqlInvitationStore implements InvitationStore {
     const inv = dbId(invitationId);
     if (inv === null) return 0;
     // Usually there is nothing to move: a read costs no write transaction.
-    const any = await this.select<{ id: unknown }>(
+    const any = await select<{ id: unknown }>(
+      this.sequelize,
       'SELECT id FROM invitation_usage WHERE invitation_id = :inv AND stage = :from LIMIT 1',
       { inv, from },
     );
@@ -715,7 +734,7 @@ export class SqlInvitationStore implements InvitationStore {
             sql = `UPDATE invitation_usage SET status = :status, reason = :reason, stage = 'handed',
                           last_action = :lastAction, last_action_at = :at, updated_at = :now ${where}`;
           }
-          n += await this.execCount(t, sql, {
+          n += await execCount(this.sequelize, t, sql, {
             ...common,
             status: o.status,
             reason: clip(o.reason ?? (o.status === 'failed' ? 'failed' : 'skipped')),
@@ -753,14 +772,16 @@ export class SqlInvitationStore implements InvitationStore {
       const touched = new Set<string>();
       for (const part of parts) {
         const repl = { ...extra, ids: part.ids, finals: FINAL_STATUSES, channelStages: CHANNEL_STAGES };
-        const rows = await this.select<{ invitation_id: unknown }>(
+        const rows = await select<{ invitation_id: unknown }>(
+          this.sequelize,
           `SELECT DISTINCT invitation_id FROM invitation_usage
             WHERE ${filter} AND status NOT IN (:finals) AND stage IN (:channelStages)`,
           repl,
           t,
         );
         for (const r of rows) touched.add(idString(r.invitation_id));
-        await this.exec(
+        await exec(
+          this.sequelize,
           t,
           `UPDATE invitation_usage
               SET status = :status, reason = NULL,
@@ -781,7 +802,8 @@ export class SqlInvitationStore implements InvitationStore {
     return this.db.write(async (t) => {
       const touched = new Set<string>();
       for (const ids of chunked(users, IN_CHUNK)) {
-        const rows = await this.select<{ invitation_id: unknown }>(
+        const rows = await select<{ invitation_id: unknown }>(
+          this.sequelize,
           `SELECT DISTINCT invitation_id FROM invitation_usage
             WHERE location_id = :loc AND user_id IN (:ids) AND stage = 'apple'`,
           { loc, ids },
@@ -789,7 +811,8 @@ export class SqlInvitationStore implements InvitationStore {
         );
         if (rows.length === 0) continue;
         for (const r of rows) touched.add(idString(r.invitation_id));
-        await this.exec(
+        await exec(
+          this.sequelize,
           t,
           `UPDATE invitation_usage SET stage = 'deliver', last_action = :lastAction, last_action_at = :now,
                   updated_at = :now
@@ -813,7 +836,8 @@ export class SqlInvitationStore implements InvitationStore {
     return this.db.write(async (t) => {
       const touched = new Set<string>();
       for (const ids of chunked(users, IN_CHUNK)) {
-        const rows = await this.select<{ invitation_id: unknown }>(
+        const rows = await select<{ invitation_id: unknown }>(
+          this.sequelize,
           `SELECT DISTINCT invitation_id FROM invitation_usage
             WHERE location_id = :loc AND user_id IN (:ids) AND stage = 'apple'`,
           { loc, ids },
@@ -821,7 +845,8 @@ export class SqlInvitationStore implements InvitationStore {
         );
         if (rows.length === 0) continue;
         for (const r of rows) touched.add(idString(r.invitation_id));
-        await this.exec(
+        await exec(
+          this.sequelize,
           t,
           `UPDATE invitation_usage SET status = 'failed', reason = :reason, stage = 'done',
                   last_action = :lastAction, last_action_at = :now, updated_at = :now
@@ -845,7 +870,8 @@ export class SqlInvitationStore implements InvitationStore {
     const user = dbId(userId);
     if (loc === null || user === null) return 0;
     return this.db.write(async (t) =>
-      this.execCount(
+      execCount(
+        this.sequelize,
         t,
         `UPDATE invitation_usage SET status = 'pending', reason = NULL, stage = 'retired',
                 last_action = :lastAction, last_action_at = :now, updated_at = :now
@@ -856,7 +882,8 @@ export class SqlInvitationStore implements InvitationStore {
   }
 
   async unregisteredButAssociated(limit: number): Promise<{ usageId: string; managed: boolean }[]> {
-    const rows = await this.select<{ id: unknown; managed: unknown }>(
+    const rows = await select<{ id: unknown; managed: unknown }>(
+      this.sequelize,
       `SELECT u.id, r.managed FROM invitation_usage u
          JOIN vpp_registrations r ON r.location_id = u.location_id AND r.user_id = u.user_id
         WHERE r.state = 'associated' AND u.status NOT IN (:finals) AND u.stage <> 'retired'
@@ -871,7 +898,7 @@ export class SqlInvitationStore implements InvitationStore {
   async listUsage(invitationId: string, opts: UsageListOptions): Promise<Page<UsageItem>> {
     const inv = dbId(invitationId);
     if (inv === null) return { items: [], nextCursor: null };
-    const limit = Math.max(1, Math.min(MAX_PAGE, Math.trunc(opts.limit)));
+    const limit = clampLimit(opts.limit);
     const where = ['u.invitation_id = :inv'];
     const replacements: Record<string, unknown> = { inv };
     if (opts.cursor !== null) {
@@ -886,13 +913,14 @@ export class SqlInvitationStore implements InvitationStore {
     }
     const q = opts.q?.trim() ?? '';
     if (q !== '') {
-      replacements.pattern = `%${q.toLowerCase().replace(/[!%_]/g, (c) => `!${c}`)}%`;
+      replacements.pattern = containsPattern(q);
       where.push(
         `(LOWER(usr.username) LIKE :pattern ESCAPE '!' OR LOWER(usr.full_name) LIKE :pattern ESCAPE '!'
           OR LOWER(usr.email) LIKE :pattern ESCAPE '!')`,
       );
     }
-    const rows = await this.select<UsageListRow>(
+    const rows = await select<UsageListRow>(
+      this.sequelize,
       `SELECT u.id, u.invitation_id, u.user_id, u.status, u.reason, u.last_action, u.last_action_at, u.sent_at,
               u.registration_code, usr.username, usr.full_name, usr.email,
               r.state AS reg_state, r.invite_code, r.invitation_url, l.invitation_template
@@ -904,7 +932,7 @@ export class SqlInvitationStore implements InvitationStore {
         ORDER BY u.id LIMIT ${limit + 1}`,
       replacements,
     );
-    const page = rows.slice(0, limit);
+    const { items: page, nextCursor } = keysetPage(rows, limit, (r) => idString(r.id));
     const devices = opts.withDevices
       ? await this.devicesOf(page.map((r) => toInt(r.id)))
       : new Map<string, UsageDevice[]>();
@@ -927,8 +955,7 @@ export class SqlInvitationStore implements InvitationStore {
         devices: devices.get(id) ?? [],
       };
     });
-    const last = items[items.length - 1];
-    return { items, nextCursor: rows.length > limit && last ? encodeCursor([last.id]) : null };
+    return { items, nextCursor };
   }
 
   async notInScope(invitationId: string, userIds: readonly string[]): Promise<string[]> {
@@ -937,7 +964,8 @@ export class SqlInvitationStore implements InvitationStore {
     if (inv === null) return unique;
     const found = new Set<string>();
     for (const ids of chunked(dbIds(unique), IN_CHUNK)) {
-      const rows = await this.select<{ user_id: unknown }>(
+      const rows = await select<{ user_id: unknown }>(
+        this.sequelize,
         'SELECT user_id FROM invitation_usage WHERE invitation_id = :inv AND user_id IN (:ids)',
         { inv, ids },
       );
@@ -963,19 +991,22 @@ export class SqlInvitationStore implements InvitationStore {
     for (const ids of parts) {
       total += await this.db.write(async (t) => {
         const repl = { inv, statuses: COHORT_STATUSES[opts.cohort], now, ...(ids ? { ids } : {}) };
-        const [row] = await this.select<{ n: unknown }>(
+        const [row] = await select<{ n: unknown }>(
+          this.sequelize,
           `SELECT COUNT(*) AS n FROM invitation_usage WHERE ${where}`,
           repl,
           t,
         );
-        await this.exec(
+        await exec(
+          this.sequelize,
           t,
           `UPDATE invitation_usage SET stage = 'resend', last_action = :lastAction, last_action_at = :now,
                   updated_at = :now
             WHERE ${where} AND stage = 'handed'`,
           { ...repl, lastAction: 'Resend requested' },
         );
-        await this.exec(
+        await exec(
+          this.sequelize,
           t,
           `UPDATE invitation_usage SET stage = 'register', last_action = :lastAction, last_action_at = :now,
                   updated_at = :now
@@ -991,7 +1022,7 @@ export class SqlInvitationStore implements InvitationStore {
   // ---------- registration page ----------
 
   async findByCode(code: string): Promise<CodeTarget | null> {
-    const rows = await this.select<{
+    const rows = await select<{
       id: unknown;
       user_id: unknown;
       status: string;
@@ -1004,6 +1035,7 @@ export class SqlInvitationStore implements InvitationStore {
       invitation_url: string | null;
       invitation_template: string | null;
     }>(
+      this.sequelize,
       `SELECT u.id, u.user_id, u.status, usr.username, i.name, i.require_login, l.organization_name,
               r.state, r.invite_code, r.invitation_url, l.invitation_template
          FROM invitation_usage u
@@ -1031,14 +1063,16 @@ export class SqlInvitationStore implements InvitationStore {
 
   async recordOpened(code: string, lastAction: string, now: Date): Promise<boolean> {
     return this.db.write(async (t) => {
-      const rows = await this.select<{ id: unknown }>(
+      const rows = await select<{ id: unknown }>(
+        this.sequelize,
         'SELECT id FROM invitation_usage WHERE registration_code = :code',
         { code },
         t,
       );
       const row = rows[0];
       if (!row) return false;
-      await this.exec(
+      await exec(
+        this.sequelize,
         t,
         `UPDATE invitation_usage SET status = 'acknowledged', reason = NULL, last_action = :lastAction,
                 last_action_at = :now, updated_at = :now
@@ -1073,7 +1107,8 @@ export class SqlInvitationStore implements InvitationStore {
       for (const { r, ids } of groups.values()) {
         for (const part of chunked(ids, IN_CHUNK)) {
           const sent = r.status === 'sent' ? ', sent_at = :sentAt' : '';
-          n += await this.execCount(
+          n += await execCount(
+            this.sequelize,
             t,
             `UPDATE invitation_usage SET status = :status, reason = :reason, last_action = :lastAction,
                     last_action_at = :at, updated_at = :now${sent}
@@ -1100,7 +1135,7 @@ export class SqlInvitationStore implements InvitationStore {
     if (key === null) return;
     const unique = new Map(devices.map((d) => [d.enrollmentId, d]));
     await this.db.write(async (t) => {
-      await this.exec(t, 'DELETE FROM invitation_usage_devices WHERE usage_id = :key', { key });
+      await exec(this.sequelize, t, 'DELETE FROM invitation_usage_devices WHERE usage_id = :key', { key });
       if (unique.size === 0) return;
       await this.m.UsageDevice.bulkCreate(
         [...unique.values()].map((d) => ({
@@ -1121,13 +1156,14 @@ export class SqlInvitationStore implements InvitationStore {
   private async devicesOf(usageIds: readonly number[]): Promise<Map<string, UsageDevice[]>> {
     const out = new Map<string, UsageDevice[]>();
     for (const ids of chunked(usageIds, IN_CHUNK)) {
-      const rows = await this.select<{
+      const rows = await select<{
         usage_id: unknown;
         enrollment_id: string;
         udid: string;
         command_uuid: string | null;
         command_status: string | null;
       }>(
+        this.sequelize,
         `SELECT usage_id, enrollment_id, udid, command_uuid, command_status FROM invitation_usage_devices
           WHERE usage_id IN (:ids) ORDER BY usage_id, udid, enrollment_id`,
         { ids },
@@ -1156,36 +1192,6 @@ export class SqlInvitationStore implements InvitationStore {
       ...(t && lock && this.db.dialect !== 'sqlite' ? { lock: true } : {}),
     });
     return row ? toInvitation(row as unknown as InvitationRow) : null;
-  }
-
-  private select<T extends object>(
-    sql: string,
-    replacements: Record<string, unknown>,
-    t?: Transaction,
-  ): Promise<T[]> {
-    return this.sequelize.query<T>(sql, {
-      type: QueryTypes.SELECT,
-      replacements,
-      ...(t ? { transaction: t } : {}),
-    });
-  }
-
-  private async exec(t: Transaction, sql: string, replacements: Record<string, unknown>): Promise<void> {
-    await this.sequelize.query(sql, { transaction: t, replacements });
-  }
-
-  /** Runs an UPDATE and answers how many rows it changed (`BULKUPDATE`: a count on every dialect). */
-  private async execCount(
-    t: Transaction,
-    sql: string,
-    replacements: Record<string, unknown>,
-  ): Promise<number> {
-    const result: unknown = await this.sequelize.query(sql, {
-      transaction: t,
-      replacements,
-      type: QueryTypes.BULKUPDATE,
-    });
-    return typeof result === 'number' ? result : Number(result ?? 0);
   }
 }
 

@@ -7,12 +7,12 @@ import {
   type ModelStatic,
   type Optional,
   type Sequelize,
-  type Transaction,
 } from 'sequelize';
 import type { ClaimedJob, JobInfo, JobStore, NewJob, RescheduleOptions } from '../jobs/job-store.ts';
 import { chunked } from './command-store.ts';
 import type { Database } from './database.ts';
 import { toDate, toDateOrNull, toInt } from './models.ts';
+import { escapeLike, exec, idString } from './sql-kit.ts';
 
 const IN_CHUNK = 500;
 
@@ -83,7 +83,7 @@ interface JobQueryRow {
 
 function toInfo(r: JobQueryRow): JobInfo {
   return {
-    id: String(toInt(r.id)),
+    id: idString(r.id),
     kind: r.kind,
     key: r.dedupe_key,
     status: r.status === 'failed' ? 'failed' : 'pending',
@@ -150,7 +150,8 @@ export class SqlJobStore implements JobStore {
           byRunAt.set(j.runAt.getTime(), group);
         }
         for (const [runAt, keys] of byRunAt) {
-          await this.exec(
+          await exec(
+            this.db.sequelize,
             t,
             `UPDATE jobs SET generation = generation + 1,
                     run_at = CASE WHEN run_at > :runAt THEN :runAt ELSE run_at END, updated_at = :now
@@ -184,7 +185,8 @@ export class SqlJobStore implements JobStore {
     const leaseUntil = new Date(now.getTime() + leaseMs);
     return this.db.write(async (t) => {
       // The conditional UPDATE is the claim: a job another instance claimed meanwhile no longer matches.
-      await this.exec(
+      await exec(
+        this.db.sequelize,
         t,
         `UPDATE jobs SET lease_owner = :owner, lease_until = :leaseUntil, claimed_generation = generation
           WHERE id IN (:ids) AND status = 'pending' AND run_at <= :now
@@ -196,7 +198,7 @@ export class SqlJobStore implements JobStore {
         { type: QueryTypes.SELECT, replacements: { owner, ids }, transaction: t },
       );
       return rows.map((r) => ({
-        id: String(toInt(r.id)),
+        id: idString(r.id),
         kind: r.kind,
         key: r.dedupe_key,
         payload: r.payload,
@@ -301,7 +303,7 @@ export class SqlJobStore implements JobStore {
   }
 
   async wakeKeys(prefix: string, now: Date): Promise<number> {
-    const pattern = `${prefix.replace(/[!%_]/g, (c) => `!${c}`)}%`;
+    const pattern = `${escapeLike(prefix)}%`;
     const rows = await this.db.sequelize.query<{ id: unknown }>(
       `SELECT id FROM jobs WHERE dedupe_key LIKE :pattern ESCAPE '!' AND status = 'pending' AND run_at > :now`,
       { type: QueryTypes.SELECT, replacements: { pattern, now } },
@@ -309,7 +311,8 @@ export class SqlJobStore implements JobStore {
     if (rows.length === 0) return 0;
     const ids = rows.map((r) => toInt(r.id)).sort((a, b) => a - b);
     await this.db.write(async (t) => {
-      await this.exec(
+      await exec(
+        this.db.sequelize,
         t,
         `UPDATE jobs SET run_at = :now, updated_at = :now
           WHERE id IN (:ids) AND status = 'pending' AND lease_owner IS NULL`,
@@ -347,9 +350,5 @@ export class SqlJobStore implements JobStore {
       { type: QueryTypes.SELECT, replacements: { kind, limit } },
     );
     return rows.map(toInfo);
-  }
-
-  private async exec(t: Transaction, sql: string, replacements: Record<string, unknown>): Promise<void> {
-    await this.db.sequelize.query(sql, { transaction: t, replacements });
   }
 }

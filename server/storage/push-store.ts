@@ -18,6 +18,7 @@ import type {
 import { chunked } from './command-store.ts';
 import type { Database } from './database.ts';
 import { toBool, toDate, toDateOrNull, toInt } from './models.ts';
+import { exec, idString } from './sql-kit.ts';
 
 const IN_CHUNK = 500;
 /** `last_error` is a VARCHAR(255). */
@@ -106,7 +107,7 @@ interface CertificateQueryRow {
 
 function toCertificate(r: CertificateQueryRow): PushCertificateRecord {
   return {
-    id: String(toInt(r.id)),
+    id: idString(r.id),
     topic: r.topic,
     certPem: r.cert_pem,
     keySealed: r.key_sealed,
@@ -131,7 +132,7 @@ export class SqlPushCertificateStore implements PushCertificateStore {
       { type: QueryTypes.SELECT, replacements: { yes: true } },
     );
     const row = rows[0];
-    return row ? String(toInt(row.id)) : null;
+    return row ? idString(row.id) : null;
   }
 
   async getActive(): Promise<PushCertificateRecord | null> {
@@ -157,7 +158,7 @@ export class SqlPushCertificateStore implements PushCertificateStore {
       check(current ? toCertificate(current) : null);
       await this.m.Certificate.update({ active: false }, { where: { active: true }, transaction: t });
       const created = await this.m.Certificate.create({ ...input, active: true }, { transaction: t });
-      return { ...input, id: String(toInt(created.get('id'))) };
+      return { ...input, id: idString(created.get('id')) };
     });
   }
 }
@@ -202,7 +203,8 @@ export class SqlPushQueueStore implements PushQueueStore {
           { transaction: t, ignoreDuplicates: true },
         );
         // One more request on every row, new or not: a row claimed before this stays for one more push.
-        await this.exec(
+        await exec(
+          this.db.sequelize,
           t,
           `UPDATE push_requests SET generation = generation + 1, updated_at = :now
             WHERE enrollment_id IN (:ids)`,
@@ -242,7 +244,8 @@ export class SqlPushQueueStore implements PushQueueStore {
     const leaseUntil = new Date(now.getTime() + leaseMs);
     return this.db.write(async (t) => {
       // The conditional UPDATE is the claim: a row another instance claimed meanwhile no longer matches.
-      await this.exec(
+      await exec(
+        this.db.sequelize,
         t,
         `UPDATE push_requests
             SET claimed_by = :owner, lease_until = :leaseUntil, claimed_generation = generation
@@ -273,13 +276,15 @@ export class SqlPushQueueStore implements PushQueueStore {
       // Done: the row goes unless it was requested again after the claim; then it stays for one more push.
       const finish = async (ids: readonly string[], dueAt: Date) => {
         for (const part of chunked(sortedUnique(ids), IN_CHUNK)) {
-          await this.exec(
+          await exec(
+            this.db.sequelize,
             t,
             `DELETE FROM push_requests
               WHERE claimed_by = :owner AND enrollment_id IN (:ids) AND generation = claimed_generation`,
             { owner, ids: part },
           );
-          await this.exec(
+          await exec(
+            this.db.sequelize,
             t,
             `UPDATE push_requests
                 SET claimed_by = NULL, lease_until = NULL, claimed_generation = NULL, attempts = 0,
@@ -292,7 +297,8 @@ export class SqlPushQueueStore implements PushQueueStore {
       await finish(s.sent, s.followUpAt);
       await finish([...s.dead.map((d) => d.enrollmentId), ...s.dropped], now);
       for (const d of s.deferred) {
-        await this.exec(
+        await exec(
+          this.db.sequelize,
           t,
           `UPDATE push_requests
               SET claimed_by = NULL, lease_until = NULL, claimed_generation = NULL, due_at = :dueAt,
@@ -312,7 +318,8 @@ export class SqlPushQueueStore implements PushQueueStore {
       }
       for (const g of groups.values()) {
         for (const part of chunked(sortedUnique(g.ids), IN_CHUNK)) {
-          await this.exec(
+          await exec(
+            this.db.sequelize,
             t,
             `UPDATE push_requests
                 SET claimed_by = NULL, lease_until = NULL, claimed_generation = NULL, attempts = :attempts,
@@ -394,7 +401,10 @@ export class SqlPushQueueStore implements PushQueueStore {
 
   private async recordPushedIn(t: Transaction, enrollmentIds: readonly string[], at: Date): Promise<void> {
     for (const part of chunked(sortedUnique(enrollmentIds), IN_CHUNK)) {
-      await this.exec(t, 'UPDATE enrollments SET last_pushed_at = :at WHERE id IN (:ids)', { at, ids: part });
+      await exec(this.db.sequelize, t, 'UPDATE enrollments SET last_pushed_at = :at WHERE id IN (:ids)', {
+        at,
+        ids: part,
+      });
     }
   }
 
@@ -411,9 +421,5 @@ export class SqlPushQueueStore implements PushQueueStore {
         { transaction: t, bind: { yes: true, id: d.enrollmentId, token: d.pushToken } },
       );
     }
-  }
-
-  private async exec(t: Transaction, sql: string, replacements: Record<string, unknown>): Promise<void> {
-    await this.db.sequelize.query(sql, { transaction: t, replacements });
   }
 }

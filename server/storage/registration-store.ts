@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { QueryTypes, type Sequelize, type Transaction } from 'sequelize';
+import type { Transaction } from 'sequelize';
 import type { CsrfTokens } from '../registration/csrf-tokens.ts';
 import {
   DEFAULT_THROTTLE_LIMITS,
@@ -10,6 +10,7 @@ import {
 } from '../registration/login-throttle.ts';
 import type { Database } from './database.ts';
 import { toDate, toInt } from './models.ts';
+import { execCount, select } from './sql-kit.ts';
 
 /**
  * The registration page's CSRF tokens and login throttle in the database (migration `0007_email`), so
@@ -21,29 +22,6 @@ const sha256Hex = (value: string) => createHash('sha256').update(value, 'utf8').
 
 /** Expired rows are removed at most this often per process (and then in one statement). */
 const PRUNE_EVERY_MS = 60_000;
-
-function select<T extends object>(
-  sequelize: Sequelize,
-  sql: string,
-  replacements: Record<string, unknown>,
-  t: Transaction,
-): Promise<T[]> {
-  return sequelize.query<T>(sql, { type: QueryTypes.SELECT, replacements, transaction: t });
-}
-
-async function execCount(
-  sequelize: Sequelize,
-  t: Transaction,
-  sql: string,
-  replacements: Record<string, unknown>,
-): Promise<number> {
-  const result: unknown = await sequelize.query(sql, {
-    transaction: t,
-    replacements,
-    type: QueryTypes.BULKUPDATE,
-  });
-  return typeof result === 'number' ? result : Number(result ?? 0);
-}
 
 /**
  * `CsrfTokens` in `registration_csrf_tokens`: only SHA-256 hashes of the token and its binding are

@@ -19,25 +19,17 @@ import {
   type VppStore,
 } from '../vpp/store.ts';
 import { chunked } from './command-store.ts';
-import { decodeStringCursor, encodeCursor, invalidCursor } from './cursor.ts';
+import { decodeStringCursor, invalidCursor } from './cursor.ts';
 import type { Database } from './database.ts';
 import { toBool, toDate, toDateOrNull, toInt, toIntOrNull } from './models.ts';
+import { clampLimit, containsPattern, dbId, dbIds, exec, idString, keysetPage } from './sql-kit.ts';
 import { vppModelsOf, type VppModels } from './vpp-models.ts';
 
 const IN_CHUNK = 500;
 /** users per transaction in `addRegistrations` */
 const ADD_CHUNK = 1000;
-const MAX_PAGE = 1000;
 const MAX_TEXT = 500;
 
-/** A database id from an API id: canonical decimal digits only (anything else names nothing). */
-function dbId(id: string): number | null {
-  if (!/^[1-9][0-9]{0,15}$/.test(id)) return null;
-  const n = Number(id);
-  return Number.isSafeInteger(n) ? n : null;
-}
-
-const idString = (value: unknown) => String(toInt(value));
 const clip = (s: string | null) => (s === null ? null : s.slice(0, MAX_TEXT));
 
 const LOCATION_STATUSES = new Set<LocationStatus>([
@@ -211,7 +203,7 @@ export class SqlVppStore implements VppStore {
           { transaction: t },
         );
         const id = idString(row.get('id'));
-        await this.exec(t, 'UPDATE vpp_locations SET s_token_sealed = :sealed WHERE id = :id', {
+        await exec(this.sequelize, t, 'UPDATE vpp_locations SET s_token_sealed = :sealed WHERE id = :id', {
           sealed: seal(id),
           id: Number(id),
         });
@@ -250,7 +242,7 @@ export class SqlVppStore implements VppStore {
     q: string | null;
     siteId?: string | null;
   }): Promise<Page<Location>> {
-    const limit = Math.max(1, Math.min(MAX_PAGE, Math.trunc(opts.limit)));
+    const limit = clampLimit(opts.limit);
     const where: string[] = [];
     const replacements: Record<string, unknown> = { limit: limit + 1 };
     if (opts.siteId !== undefined && opts.siteId !== null) {
@@ -267,7 +259,7 @@ export class SqlVppStore implements VppStore {
     }
     const q = opts.q?.trim() ?? '';
     if (q !== '') {
-      replacements.pattern = `%${q.toLowerCase().replace(/[!%_]/g, (c) => `!${c}`)}%`;
+      replacements.pattern = containsPattern(q);
       where.push(
         `(LOWER(name) LIKE :pattern ESCAPE '!' OR LOWER(location_name) LIKE :pattern ESCAPE '!'
           OR LOWER(organization_name) LIKE :pattern ESCAPE '!')`,
@@ -277,10 +269,11 @@ export class SqlVppStore implements VppStore {
       `SELECT * FROM vpp_locations ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id LIMIT :limit`,
       { type: QueryTypes.SELECT, replacements },
     );
-    const items = rows.map((r) => publicLocation(toLocation(r)));
-    const page = items.slice(0, limit);
-    const last = page[page.length - 1];
-    return { items: page, nextCursor: items.length > limit && last ? encodeCursor([last.id]) : null };
+    return keysetPage(
+      rows.map((r) => publicLocation(toLocation(r))),
+      limit,
+      (l) => l.id,
+    );
   }
 
   async allLocationIds(): Promise<string[]> {
@@ -354,8 +347,8 @@ export class SqlVppStore implements VppStore {
     if (key === null) return false;
     return this.db.write(async (t) => {
       // Children first (explicitly: not every connection may enforce the cascade).
-      await this.exec(t, 'DELETE FROM vpp_notifications WHERE location_id = :key', { key });
-      await this.exec(t, 'DELETE FROM vpp_registrations WHERE location_id = :key', { key });
+      await exec(this.sequelize, t, 'DELETE FROM vpp_notifications WHERE location_id = :key', { key });
+      await exec(this.sequelize, t, 'DELETE FROM vpp_registrations WHERE location_id = :key', { key });
       const removed = await this.m.Location.destroy({ where: { id: key }, transaction: t });
       return removed > 0;
     });
@@ -371,9 +364,7 @@ export class SqlVppStore implements VppStore {
     now: Date,
   ): Promise<AddRegistrationsResult> {
     const loc = dbId(locationId);
-    const users = [...new Set(userIds.map(dbId).filter((n): n is number => n !== null))].sort(
-      (a, b) => a - b,
-    );
+    const users = dbIds(userIds).sort((a, b) => a - b);
     const result: AddRegistrationsResult = { queued: [], existing: [] };
     if (loc === null || users.length === 0) return result;
     for (const part of chunked(users, ADD_CHUNK)) {
@@ -446,7 +437,8 @@ export class SqlVppStore implements VppStore {
           if (!row) continue;
           if (row.state === 'retired') {
             // A new registration: a new clientUserId (Apple keeps the retired one).
-            await this.exec(
+            await exec(
+              this.sequelize,
               t,
               `UPDATE vpp_registrations SET client_user_id = :cid, state = 'pending', managed = :managed,
                       invite_code = NULL, invitation_url = NULL, id_hash = NULL, event_id = NULL,
@@ -467,7 +459,8 @@ export class SqlVppStore implements VppStore {
         }
         for (const ids of chunked(restartFailed, IN_CHUNK)) {
           // Same clientUserId: if Apple did create it after all, the create answers 9716 and we read it.
-          await this.exec(
+          await exec(
+            this.sequelize,
             t,
             `UPDATE vpp_registrations SET state = 'pending', managed = :managed, event_id = NULL, error_number = NULL,
                     error_message = NULL, requested_at = :now, updated_at = :now
@@ -476,7 +469,8 @@ export class SqlVppStore implements VppStore {
           );
         }
         for (const ids of chunked(upgradeManaged, IN_CHUNK)) {
-          await this.exec(
+          await exec(
+            this.sequelize,
             t,
             `UPDATE vpp_registrations SET managed = :yes, updated_at = :now WHERE id IN (:ids) AND state = 'pending'`,
             { yes: true, now, ids },
@@ -514,7 +508,7 @@ export class SqlVppStore implements VppStore {
 
   async registrationsAt(locationId: string, userIds: readonly string[]): Promise<Registration[]> {
     const loc = dbId(locationId);
-    const users = [...new Set(userIds.map(dbId).filter((n): n is number => n !== null))];
+    const users = dbIds(userIds);
     if (loc === null || users.length === 0) return [];
     const out: Registration[] = [];
     for (const ids of chunked(users, IN_CHUNK)) {
@@ -561,7 +555,8 @@ export class SqlVppStore implements VppStore {
     if (keys.length === 0) return;
     await this.db.write(async (t) => {
       for (const part of chunked(keys, IN_CHUNK)) {
-        await this.exec(
+        await exec(
+          this.sequelize,
           t,
           `UPDATE vpp_registrations SET state = 'creating', event_id = :eventId, sent_at = :now, updated_at = :now
             WHERE id IN (:ids) AND state = 'pending'`,
@@ -586,7 +581,8 @@ export class SqlVppStore implements VppStore {
           { type: QueryTypes.SELECT, replacements: { ids: part }, transaction: t },
         );
         out.push(...rows.map((r) => ({ userId: idString(r.user_id), clientUserId: r.client_user_id })));
-        await this.exec(
+        await exec(
+          this.sequelize,
           t,
           `UPDATE vpp_registrations SET state = 'failed', error_number = :num, error_message = :msg, event_id = NULL,
                   updated_at = :now
@@ -640,7 +636,8 @@ export class SqlVppStore implements VppStore {
         if (!f) created.push(toInt(r.id));
         else if (f.errorNumber === 9716) lookup.push(toInt(r.id));
         else {
-          await this.exec(
+          await exec(
+            this.sequelize,
             t,
             `UPDATE vpp_registrations SET state = 'failed', event_id = NULL, error_number = :num, error_message = :msg,
                     updated_at = :now WHERE id = :id`,
@@ -655,14 +652,16 @@ export class SqlVppStore implements VppStore {
         }
       }
       for (const part of chunked(lookup, IN_CHUNK)) {
-        await this.exec(
+        await exec(
+          this.sequelize,
           t,
           `UPDATE vpp_registrations SET state = 'lookup', event_id = NULL, updated_at = :now WHERE id IN (:ids)`,
           { now, ids: part },
         );
       }
       for (const part of chunked(created, IN_CHUNK)) {
-        await this.exec(
+        await exec(
+          this.sequelize,
           t,
           `UPDATE vpp_registrations SET state = 'created', event_id = NULL, updated_at = :now WHERE id IN (:ids)`,
           { now, ids: part },
@@ -706,7 +705,8 @@ export class SqlVppStore implements VppStore {
       );
       if (rows.length === 0) continue;
       n += rows.length;
-      await this.exec(
+      await exec(
+        this.sequelize,
         t,
         `UPDATE vpp_registrations SET state = 'lookup', event_id = NULL, updated_at = :now WHERE id IN (:ids)`,
         { now, ids: rows.map((r) => toInt(r.id)) },
@@ -719,7 +719,8 @@ export class SqlVppStore implements VppStore {
     const key = dbId(id);
     if (key === null) return;
     await this.db.write(async (t) => {
-      await this.exec(
+      await exec(
+        this.sequelize,
         t,
         `UPDATE vpp_registrations SET state = 'pending', client_user_id = COALESCE(:cid, client_user_id),
                 event_id = NULL, error_number = NULL, error_message = NULL, updated_at = :now
@@ -740,7 +741,8 @@ export class SqlVppStore implements VppStore {
     const ids = rows.map((r) => toInt(r.id));
     await this.db.write(async (t) => {
       for (const part of chunked(ids, IN_CHUNK)) {
-        await this.exec(
+        await exec(
+          this.sequelize,
           t,
           `UPDATE vpp_registrations SET state = 'lookup', updated_at = :now WHERE id IN (:ids) AND state = 'created'`,
           { now: new Date(), ids: part },
@@ -848,7 +850,8 @@ export class SqlVppStore implements VppStore {
           const ref = { userId: idString(row.user_id), clientUserId: row.client_user_id };
           const status = u.status ?? (u.idHash ? 'Associated' : u.inviteCode ? 'Registered' : undefined);
           if (status === 'Retired') {
-            await this.exec(
+            await exec(
+              this.sequelize,
               t,
               `UPDATE vpp_registrations SET state = 'retired', event_id = NULL, retired_at = :now, updated_at = :now
                 WHERE id = :id`,
@@ -860,7 +863,8 @@ export class SqlVppStore implements VppStore {
             const inviteCode = u.inviteCode ?? row.invite_code;
             const idHash = u.idHash ?? row.id_hash;
             if (state === 'associated' && (idHash === row.id_hash || !u.idHash)) continue;
-            await this.exec(
+            await exec(
+              this.sequelize,
               t,
               `UPDATE vpp_registrations SET state = 'associated', id_hash = :idHash, invite_code = :inviteCode,
                       invitation_url = :url, event_id = NULL, error_number = NULL, error_message = NULL,
@@ -880,7 +884,8 @@ export class SqlVppStore implements VppStore {
           } else if (status === 'Registered') {
             if (state === 'associated' || state === 'registered') {
               if (state === 'registered' && u.inviteCode && u.inviteCode !== row.invite_code) {
-                await this.exec(
+                await exec(
+                  this.sequelize,
                   t,
                   `UPDATE vpp_registrations SET invite_code = :code, invitation_url = :url, updated_at = :now WHERE id = :id`,
                   { code: u.inviteCode, url: urlOf(u.inviteCode), now, id },
@@ -892,7 +897,8 @@ export class SqlVppStore implements VppStore {
               if (state !== 'lookup' && state !== 'pending') toLookup.push(row.client_user_id);
               continue;
             }
-            await this.exec(
+            await exec(
+              this.sequelize,
               t,
               `UPDATE vpp_registrations SET state = 'registered', invite_code = :code, invitation_url = :url,
                       event_id = NULL, error_number = NULL, error_message = NULL,
@@ -914,7 +920,8 @@ export class SqlVppStore implements VppStore {
             toLookup.push(row.client_user_id);
             continue;
           }
-          await this.exec(
+          await exec(
+            this.sequelize,
             t,
             `UPDATE vpp_registrations SET state = 'failed', event_id = NULL, error_number = :num, error_message = :msg,
                     updated_at = :now WHERE id = :id`,
@@ -968,7 +975,8 @@ export class SqlVppStore implements VppStore {
     const key = dbId(id);
     if (key === null) return null;
     return this.db.write(async (t) => {
-      await this.exec(
+      await exec(
+        this.sequelize,
         t,
         `UPDATE vpp_registrations SET state = 'retired', event_id = NULL, retired_at = :now, updated_at = :now
           WHERE id = :id`,
@@ -991,7 +999,7 @@ export class SqlVppStore implements VppStore {
     const n = toInt(row?.n ?? 0);
     if (n === 0) return 0;
     await this.db.write(async (t) => {
-      await this.exec(t, 'DELETE FROM vpp_notifications WHERE received_at < :before', { before });
+      await exec(this.sequelize, t, 'DELETE FROM vpp_notifications WHERE received_at < :before', { before });
     });
     return n;
   }
@@ -1008,9 +1016,5 @@ export class SqlVppStore implements VppStore {
     });
     const row = rows[0];
     return row ? toLocation(row) : null;
-  }
-
-  private async exec(t: Transaction, sql: string, replacements: Record<string, unknown>): Promise<void> {
-    await this.sequelize.query(sql, { transaction: t, replacements });
   }
 }
