@@ -13,23 +13,10 @@ import { openDatabase, type Database } from '../../../server/storage/database.ts
 import { SqlJobStore } from '../../../server/storage/job-store.ts';
 import { migrate } from '../../../server/storage/migrate.ts';
 import { testDatabases } from '../../helpers/databases.ts';
+import { waitFor } from '../../helpers/wait.ts';
 
 const log = pino({ level: 'silent' });
 const fast = { pollMs: 50, leaseMs: 2000, retryBaseMs: 20, retryCapMs: 200 };
-
-async function waitFor<T>(
-  what: string,
-  check: () => T | undefined | false | Promise<T | undefined | false>,
-  ms = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('backoffMs', () => {
   it('doubles per attempt, is capped and jittered into [0.5, 1)', () => {

@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { AppleVppService } from '../../../simulator/apple-vpp/service.ts';
 import type { AppleVppServiceOptions } from '../../../simulator/apple-vpp/service.ts';
+import { waitFor as waitUntil } from '../../helpers/wait.ts';
 
 export interface HttpAnswer {
   status: number;
@@ -77,19 +78,14 @@ export function obj(a: HttpAnswer): Record<string, unknown> {
   return a.json as Record<string, unknown>;
 }
 
-export async function waitFor<T>(
+/** `waitFor` where `null` also means not yet. */
+export function waitFor<T>(
   what: string,
   probe: () => T | undefined | null | false | Promise<T | undefined | null | false>,
   timeoutMs = 10_000,
   intervalMs = 20,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== null && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
+  return waitUntil(what, async () => (await probe()) ?? undefined, timeoutMs, intervalMs);
 }
 
 export interface ReceivedNotification {
