@@ -332,6 +332,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   invitationFanout.listen(events);
   const invitationService = new InvitationService({
     store: invitationStore,
+    commands,
     users,
     groups: directory.groups,
     locations: vppStore,

@@ -69,4 +69,12 @@ export interface CommandStore {
     udid: string,
     opts: { limit: number; cursor: string | null },
   ): Promise<{ items: CommandRecord[]; nextCursor: string | null }>;
+  /** Where these commands are still in a queue: each (enrollment, command) and its queue status. */
+  queueStatuses(commandUuids: readonly string[]): Promise<QueueStatus[]>;
+}
+
+export interface QueueStatus {
+  enrollmentId: string;
+  commandUuid: string;
+  status: 'queued' | 'sent' | 'not_now';
 }

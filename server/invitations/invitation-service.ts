@@ -27,6 +27,7 @@ import {
 import { limitExplicitUsersToSite, normaliseScope, sameScope, siteUserSet } from './scope.ts';
 import type { InvitationCreateBody, InvitationPatchBody, ResendBody } from './schemas.ts';
 import type { InvitationStore } from './store.ts';
+import type { CommandStore } from '../commands/store.ts';
 
 /** What saving an invitation needs to know about the server's configuration. */
 export interface InvitationRequirements {
@@ -43,6 +44,11 @@ export interface InvitationServiceDeps {
   jobs: JobQueue;
   requirements: InvitationRequirements;
   log: Logger;
+  /**
+   * Where prompts still wait in a device's queue: the usage shows `sent` (served, no answer yet) from
+   * the live queue, which the prompts' own records do not follow (see `withLiveCommandStatus`).
+   */
+  commands?: Pick<CommandStore, 'queueStatuses'>;
   /** how long a save waits for the scope to be applied, so that its answer counts the users */
   saveWaitMs?: number;
   now?: () => Date;
@@ -200,7 +206,36 @@ export class InvitationService {
   ): Promise<{ invitation: Invitation; page: Page<UsageItem> }> {
     const invitation = await this.live(id);
     const page = await this.deps.store.listUsage(id, { ...opts, withDevices: true });
-    return { invitation, page };
+    return { invitation, page: { ...page, items: await this.withLiveCommandStatus(page.items) } };
+  }
+
+  /**
+   * A usage's device rows record a prompt as `queued` (or `not_now`) until its answer; while it is
+   * still in the device's queue, the queue's own status is shown instead, so a prompt served on a
+   * connect and not answered yet reads `sent`. One query per page, off the devices' hot path.
+   */
+  private async withLiveCommandStatus(items: UsageItem[]): Promise<UsageItem[]> {
+    const waiting = items.flatMap((i) =>
+      i.devices.filter(
+        (d) => d.commandUuid !== null && (d.commandStatus === 'queued' || d.commandStatus === 'not_now'),
+      ),
+    );
+    if (!this.deps.commands || waiting.length === 0) return items;
+    const live = new Map(
+      (await this.deps.commands.queueStatuses(waiting.map((d) => d.commandUuid ?? ''))).map((q) => [
+        `${q.enrollmentId}\n${q.commandUuid}`,
+        q.status,
+      ]),
+    );
+    return items.map((i) => ({
+      ...i,
+      devices: i.devices.map((d) => {
+        const status = d.commandUuid === null ? undefined : live.get(`${d.enrollmentId}\n${d.commandUuid}`);
+        return status !== undefined && (d.commandStatus === 'queued' || d.commandStatus === 'not_now')
+          ? { ...d, commandStatus: status }
+          : d;
+      }),
+    }));
   }
 
   /** The whole usage, a page at a time (for the CSV export). */

@@ -4,13 +4,14 @@ import type {
   CommandStatus,
   CommandStore,
   QueuedCommand,
+  QueueStatus,
   ResultInput,
   WithdrawnCommand,
 } from '../commands/store.ts';
 import { decodeTimeSeqCursor, encodeCursor } from './cursor.ts';
 import type { Database } from './database.ts';
 import { modelsOf, toDate, toDateOrNull, toInt, type Models, type ResultRow } from './models.ts';
-import { clampLimit } from './sql-kit.ts';
+import { clampLimit, select } from './sql-kit.ts';
 
 const IN_CHUNK = 500;
 /** Bulk inserts of command bodies stay well under MariaDB's default `max_allowed_packet` (16 MB). */
@@ -192,6 +193,23 @@ export class SqlCommandStore implements CommandStore {
       );
       return { commandUuid: row.command_uuid, requestType: row.request_type, bodyXml: row.body_xml };
     });
+  }
+
+  async queueStatuses(commandUuids: readonly string[]): Promise<QueueStatus[]> {
+    const out: QueueStatus[] = [];
+    for (const part of chunked([...new Set(commandUuids)], IN_CHUNK)) {
+      const rows = await select<{ enrollment_id: string; command_uuid: string; status: string }>(
+        this.db.sequelize,
+        'SELECT enrollment_id, command_uuid, status FROM command_queue WHERE command_uuid IN (:part)',
+        { part },
+      );
+      for (const r of rows) {
+        if (r.status === 'queued' || r.status === 'sent' || r.status === 'not_now') {
+          out.push({ enrollmentId: r.enrollment_id, commandUuid: r.command_uuid, status: r.status });
+        }
+      }
+    }
+    return out;
   }
 
   async markNotNow(enrollmentId: string, commandUuid: string, _now: Date): Promise<void> {

@@ -12,6 +12,7 @@ import {
   type Platform,
 } from '../../../simulator/device/device-spec.ts';
 import type { ChannelName, SimulatedDevice } from '../../../simulator/device/sim-device.ts';
+import { encodeCommandReport } from '../../../shared/mdm/index.ts';
 import { leafCertificate } from '../../../simulator/selfservice/self-service-client.ts';
 import { HttpInvitationActor, InProcessInvitationActor } from '../../../simulator/users/invitation-actor.ts';
 import { SimulatedUser } from '../../../simulator/users/simulated-user.ts';
@@ -405,6 +406,40 @@ describe('device delivery end to end (prompts, accept once, Self Service)', func
     );
     expect(devicesOf(ub)).to.deep.equal([[b.udid, b.udid, 'acknowledged']]);
     expect(b.invitations.map((i) => i.status)).to.deep.equal(['Acknowledged']);
+  });
+
+  it('a prompt served on a connect and not answered yet reads `sent` in the usage, then acknowledged', async () => {
+    const userId = await f.addUser('served.not.answered');
+    const phone = await f.enroll(spec('ios')); // offline: it does not connect when pushed
+    await f.assign(phone, userId);
+    const invitationId = await invite('prompt_and_self_service', [userId]);
+    const queued = await usageWhen(invitationId, userId, 'prompt queued', (x) => x.devices.length === 1);
+    expect(devicesOf(queued)).to.deep.equal([[phone.udid, phone.udid, 'queued']]);
+
+    // The device says Idle and is handed the command, and answers nothing yet.
+    const idle = Buffer.from(encodeCommandReport({ ...phone.channelKeys('device'), Status: 'Idle' }), 'utf8');
+    const served = await f.ts.request('PUT', '/mdm/connect', {
+      body: idle,
+      headers: {
+        'content-type': 'application/x-apple-aspen-mdm',
+        'mdm-signature': phone.signBody(idle) ?? '',
+      },
+    });
+    expect(served.status, served.text).to.equal(200);
+    expect(served.text).to.include('InviteToProgram');
+    const sent = await usageOf(invitationId, userId);
+    expect(devicesOf(sent)).to.deep.equal([[phone.udid, phone.udid, 'sent']]);
+    const commands = await f.ts.api('GET', `/devices/${phone.udid}/commands`);
+    expect(
+      commands
+        .json<{ items: { requestType: string; status: string }[] }>()
+        .items.map((c) => [c.requestType, c.status]),
+    ).to.deep.include(['InviteToProgram', 'sent']);
+
+    // Its next connect gets it again and answers it.
+    await phone.connect('device');
+    const done = await usageWhen(invitationId, userId, 'acknowledged', (x) => x.status === 'acknowledged');
+    expect(devicesOf(done)).to.deep.equal([[phone.udid, phone.udid, 'acknowledged']]);
   });
 
   it('a device assigned after sending gets its prompt (by the admin, and a Mac by its console user)', async () => {
