@@ -37,7 +37,8 @@ const envSchema = z.object({
   // A bearer token is `\S+`: any length (shorter than 16 characters only warns, see `configWarnings`).
   MDM_ADMIN_TOKEN: z.string().regex(/^\S+$/, { message: 'must not contain whitespace' }).optional(),
   // 64 hex characters are the key itself; any other string is a passphrase the key is derived from.
-  MDM_SECRET_KEY: z.string().min(1).optional(),
+  // Trimmed: a stray newline must not turn a 64-hex key into a passphrase (another key).
+  MDM_SECRET_KEY: z.string().trim().min(1, { message: 'must not be empty' }).optional(),
   MDM_APNS_URL: url(['https:']).optional(),
   MDM_VPP_URL: url(['https:', 'http:']).optional(),
   MDM_SMTP_URL: url(['smtp:', 'smtps:']).optional(),
@@ -213,6 +214,8 @@ export function loadConfig(env: Record<string, string | undefined>, cwd = proces
 
 /** An admin token shorter than this is accepted with a warning. */
 export const ADMIN_TOKEN_WARN_BELOW = 16;
+/** A secret-key passphrase (not 64 hex characters) shorter than this is accepted with a warning. */
+export const SECRET_PASSPHRASE_WARN_BELOW = 16;
 
 /**
  * What the server warns about once at start (never a secret's value): a short admin token, and, in
@@ -226,6 +229,16 @@ export function configWarnings(
     warnings.push(
       `MDM_ADMIN_TOKEN is shorter than ${ADMIN_TOKEN_WARN_BELOW} characters: use a long random token ` +
         '(e.g. `openssl rand -base64 32`)',
+    );
+  }
+  if (
+    config.secretKey !== null &&
+    !/^[0-9a-fA-F]{64}$/.test(config.secretKey) &&
+    config.secretKey.length < SECRET_PASSPHRASE_WARN_BELOW
+  ) {
+    warnings.push(
+      `MDM_SECRET_KEY is a passphrase shorter than ${SECRET_PASSPHRASE_WARN_BELOW} characters: use 64 hex ` +
+        'characters (e.g. `openssl rand -hex 32`) or a long passphrase',
     );
   }
   if (config.env === 'production' && config.secretKey === null) {

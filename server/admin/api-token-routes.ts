@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { BadRequestError, NotFoundError } from '../errors.ts';
+import { BadRequestError, ForbiddenError, NotFoundError } from '../errors.ts';
+import { principalOf } from './auth.ts';
 import { hashApiToken, newApiTokenSecret, type ApiToken, type ApiTokenStore } from './api-tokens.ts';
 import { listQuery, parse } from './validate.ts';
 
@@ -37,6 +38,15 @@ function presentApiToken(token: ApiToken) {
 export function apiTokenRoutes(deps: ApiTokenRouteDeps): Router {
   const r = Router();
   const now = () => deps.now?.() ?? new Date();
+
+  // Tokens are managed with the admin token only: a token must not outlive or widen the one that made
+  // it (an expiring token making a permanent one), nor revoke its peers.
+  r.use('/api-tokens', (_req, res, next) => {
+    if (principalOf(res).kind !== 'admin') {
+      throw new ForbiddenError('API tokens are managed with the admin token only', 'admin_token_required');
+    }
+    next();
+  });
 
   r.post('/api-tokens', async (req, res) => {
     const body = parse(tokenCreate, req.body ?? {});

@@ -138,28 +138,41 @@ export function siteScope(deps: SiteScopeDeps): Router {
   });
 
   // ---- users ----
+  // A user of this site only is the token's to change; one that also belongs to another site is shared:
+  // readable, registrations at this site's locations, but no changes that reach the other site.
+  const sameSites = (siteIds: unknown, s: string) =>
+    Array.isArray(siteIds) && siteIds.length > 0 && siteIds.every((id) => id === s);
   r.post('/users', (req, res, next) => {
     const s = site(res);
     const body = mutableBody(req);
     if (!('siteIds' in body)) body.siteIds = [s];
-    else if (!Array.isArray(body.siteIds) || !body.siteIds.includes(s)) {
-      throw new OutsideSiteError('a user without this site');
-    }
+    else if (!sameSites(body.siteIds, s))
+      throw new OutsideSiteError(`siteIds other than [${JSON.stringify(s)}]`);
     next();
   });
   r.all(['/users/:id', '/users/:id/*rest'], async (req, res, next) => {
     const s = site(res);
-    await checkUser(req.params.id as string, s);
-    const body = bodyOf(req);
-    if (
-      req.method === 'PATCH' &&
-      'siteIds' in body &&
-      !(Array.isArray(body.siteIds) && body.siteIds.includes(s))
-    ) {
-      throw new OutsideSiteError('taking the user out of this site');
-    }
+    const id = req.params.id as string;
+    const user = await deps.users.get(id);
+    if (user && !user.siteIds.includes(s)) throw new OutsideSiteError(`user ${id}`);
     next();
   });
+  const ownUserOnly = async (req: Request, res: Response, next: (err?: unknown) => void) => {
+    const s = site(res);
+    const id = req.params.id as string;
+    const user = await deps.users.get(id);
+    if (user && !sameSites(user.siteIds, s)) {
+      throw new OutsideSiteError(`user ${id} also belongs to another site: changing it`);
+    }
+    const body = bodyOf(req);
+    if ('siteIds' in body && !sameSites(body.siteIds, s)) {
+      throw new OutsideSiteError(`siteIds other than [${JSON.stringify(s)}]`);
+    }
+    next();
+  };
+  r.patch('/users/:id', ownUserOnly);
+  r.delete('/users/:id', ownUserOnly);
+  r.put('/users/:id/password', ownUserOnly);
   r.all(
     ['/users/:id/registrations/:locationId', '/users/:id/registrations/:locationId/*rest'],
     async (req, res, next) => {
@@ -174,12 +187,13 @@ export function siteScope(deps: SiteScopeDeps): Router {
     next();
   });
   r.all(['/devices/:udid', '/devices/:udid/*rest'], async (req, res, next) => {
-    const s = site(res);
-    await checkDevice(req.params.udid as string, s);
+    await checkDevice(req.params.udid as string, site(res));
+    next();
+  });
+  // Matched like the route itself (express: any case, optional trailing slash), never by `req.path`.
+  r.put('/devices/:udid/user', async (req, res, next) => {
     const userId = bodyOf(req).userId;
-    if (req.method === 'PUT' && req.path.endsWith('/user') && typeof userId === 'string') {
-      await checkUser(userId, s);
-    }
+    if (typeof userId === 'string') await checkUser(userId, site(res));
     next();
   });
 
@@ -191,8 +205,11 @@ export function siteScope(deps: SiteScopeDeps): Router {
   });
   r.all(['/vpp-invitations/:id', '/vpp-invitations/:id/*rest'], async (req, res, next) => {
     const inv = await deps.invitations.getInvitation(req.params.id as string);
-    if (inv && inv.deletedAt === null && inv.siteId !== site(res)) {
-      throw new OutsideSiteError(`invitation ${req.params.id}`);
+    if (inv && inv.deletedAt === null) {
+      // The location's site now (an invitation's own `siteId` follows a site change a moment later).
+      const loc = await deps.locations.getLocation(inv.locationId);
+      if ((loc?.siteId ?? inv.siteId) !== site(res))
+        throw new OutsideSiteError(`invitation ${req.params.id}`);
     }
     next();
   });

@@ -57,7 +57,10 @@ export class SelfServiceOnlyChannel implements DeliveryChannel {
   async deliver(_inv: InvitationForDelivery, items: readonly UsageForDelivery[]): Promise<DeliveryOutcome[]> {
     const devices = await this.store.devicesOfUsers([...new Set(items.map((i) => i.userId))]);
     const count = new Map<string, number>();
-    for (const d of devices) if (d.userId !== null) count.set(d.userId, (count.get(d.userId) ?? 0) + 1);
+    // Enrolled devices only: Self Service answers a checked-out device's certificate with 403.
+    for (const d of devices) {
+      if (d.userId !== null && d.enrolled) count.set(d.userId, (count.get(d.userId) ?? 0) + 1);
+    }
     const at = this.now();
     const available = (n: number) => `Listed in Self Service on ${n} device${n === 1 ? '' : 's'}`;
     const reports: UsageReport[] = [];

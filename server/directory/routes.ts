@@ -132,7 +132,20 @@ export function directoryRoutes(deps: DirectoryDeps): Router {
   });
 
   r.get('/user-groups', async (req, res) => {
-    res.json(presentPage(await deps.groups.list(list(req.query)), (g) => presentGroup(g)));
+    const page = await deps.groups.list(list(req.query));
+    const siteLimit = siteLimitOf(res);
+    if (siteLimit === null) {
+      res.json(presentPage(page, (g) => presentGroup(g)));
+      return;
+    }
+    // A site-limited caller counts the members of its site only (groups are shared by every site).
+    const inSite = new Set(await collectIds(deps.users.listUserIdsInSite(siteLimit)));
+    const items = [];
+    for (const g of page.items) {
+      const members = await collectIds(deps.groups.listMemberIds([g.id]));
+      items.push({ ...presentGroup(g), userCount: members.filter((id) => inSite.has(id)).length });
+    }
+    res.json({ items, ...(page.nextCursor !== null ? { nextCursor: page.nextCursor } : {}) });
   });
 
   r.get('/user-groups/:id', async (req, res) => {

@@ -51,8 +51,13 @@ export interface RetireAtApple {
   clientUserId: string;
 }
 
-/** States in which Apple may have the user (a create was sent, or Apple said it exists). */
+/**
+ * States in which Apple may have the user (a create was sent, or Apple said it exists), and `pending`:
+ * the location's work job may send its create between this read and the delete. Retiring a user Apple
+ * does not have is a harmless per-user failure in Apple's event.
+ */
 const KNOWN_AT_APPLE: ReadonlySet<RegistrationState> = new Set([
+  'pending',
   'creating',
   'created',
   'lookup',

@@ -66,7 +66,16 @@ export function vppRoutes(deps: VppDeps): Router {
   // ---- registrations ----
   r.get('/users/:id/registrations', async (req, res) => {
     if (!(await deps.users.get(req.params.id))) throw new NotFoundError('user');
-    const items = await deps.registrations.registrationsOfUser(req.params.id);
+    let items = await deps.registrations.registrationsOfUser(req.params.id);
+    const siteLimit = siteLimitOf(res);
+    if (siteLimit !== null) {
+      // A user shared with other sites: only the registrations at this site's locations.
+      const sites = new Map<string, string | null>();
+      for (const id of new Set(items.map((r) => r.locationId))) {
+        sites.set(id, (await deps.locations.get(id).catch(() => null))?.siteId ?? null);
+      }
+      items = items.filter((r) => sites.get(r.locationId) === siteLimit);
+    }
     res.json({ items: items.map(presentRegistration) });
   });
 

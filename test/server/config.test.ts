@@ -144,6 +144,18 @@ describe('config', () => {
     expect(loadConfig({}).secretKey).to.equal(null);
   });
 
+  it('trims MDM_SECRET_KEY (a stray newline must not make a 64-hex key a passphrase); warns on a short passphrase', () => {
+    const hex = 'ab'.repeat(32);
+    expect(loadConfig({ MDM_SECRET_KEY: `${hex}\n` }).secretKey).to.equal(hex);
+    expect(loadConfig({ MDM_SECRET_KEY: `  ${hex} ` }).secretKey).to.equal(hex);
+    expect(problemsOf({ MDM_SECRET_KEY: ' \n ' })).to.deep.equal(['MDM_SECRET_KEY: must not be empty']);
+    expect(configWarnings(loadConfig({ MDM_SECRET_KEY: hex }))).to.deep.equal([]);
+    const short = configWarnings(loadConfig({ MDM_SECRET_KEY: 'hunter2' }));
+    expect(short).to.have.length(1);
+    expect(short[0]).to.include('MDM_SECRET_KEY').and.not.include('hunter2');
+    expect(configWarnings(loadConfig({ MDM_SECRET_KEY: 'a long enough passphrase' }))).to.deep.equal([]);
+  });
+
   it('production does not require MDM_SECRET_KEY: it warns that instances must share the data-dir key', () => {
     const c = loadConfig(PRODUCTION, '/srv/app');
     expect(c.secretKey).to.equal(null);

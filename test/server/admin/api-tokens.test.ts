@@ -88,10 +88,19 @@ describe('API tokens (/api/v1/api-tokens) and site-limited tokens', function () 
       expect(bare).to.include({ name: 'API token', siteId: siteA });
       expect((await make({})).name).to.equal('API token');
       expect(made).to.include({ name: 'nightly export', siteId: null, expiresAt: null });
-      // An unrestricted API token can do what the admin token does.
+      // An unrestricted API token can do what the admin token does, except manage tokens.
       const sites = await api('GET', '/sites?limit=1000', undefined, made.token);
       expect(sites.status).to.equal(200);
       expect(idsOf(sites)).to.include.members([siteA, siteB]);
+      for (const [method, route, body] of [
+        ['POST', '/api-tokens', { name: 'forever' }],
+        ['GET', '/api-tokens', undefined],
+        ['DELETE', `/API-TOKENS/${made.id}/`, undefined],
+      ] as const) {
+        const refused = await api(method, route, body, made.token);
+        expect(refused.status, `${method} ${route}`).to.equal(403);
+        expect(errorCode(refused)).to.equal('admin_token_required');
+      }
 
       const one = await api('GET', `/api-tokens/${made.id}`);
       expect(one.status).to.equal(200);
@@ -209,12 +218,34 @@ describe('API tokens (/api/v1/api-tokens) and site-limited tokens', function () 
       expectOutside(await asA('PUT', `/users/${memberB}/password`, { password: 'correct horse battery' }));
       expectOutside(await asA('GET', `/users/${memberB}/registrations`));
       expectOutside(await asA('PATCH', `/users/${memberA}`, { siteIds: [siteB] }));
+      // nor reach into another site through a user: adding it there, or a user shared with it
+      expectOutside(await asA('PATCH', `/users/${memberA}`, { siteIds: [siteA, siteB] }));
+      const shared = await f.addUser(`tok.shared.${++n}`, { siteIds: [siteA, siteB] });
+      expect((await asA('GET', `/users/${shared}`)).status).to.equal(200);
+      expectOutside(await asA('PATCH', `/users/${shared}`, { siteIds: [siteA] }));
+      expectOutside(await asA('PATCH', `/users/${shared}`, { fullName: 'renamed for both sites' }));
+      expectOutside(await asA('PUT', `/users/${shared}/password`, { password: 'correct horse battery' }));
+      expectOutside(await asA('DELETE', `/users/${shared}`));
+      expect((await api('GET', `/users/${shared}`)).json<{ siteIds: string[] }>().siteIds).to.have.members([
+        siteA,
+        siteB,
+      ]);
+      // its registrations: those at this site's locations only
+      for (const loc of [locationA, locationB]) {
+        expect((await api('POST', `/users/${shared}/registrations/${loc}`, {})).status).to.equal(201);
+      }
+      const regs = await asA('GET', `/users/${shared}/registrations`);
+      expect(regs.json<{ items: { locationId: string }[] }>().items.map((r) => r.locationId)).to.deep.equal([
+        locationA,
+      ]);
+      expect((await asA('PATCH', `/users/${memberA}`, { fullName: 'Member A' })).status).to.equal(200);
       expect((await asA('GET', '/users/999999')).status).to.equal(404);
 
       const created = await asA('POST', '/users', { username: `tok.new.${++n}` });
       expect(created.status).to.equal(201);
       expect(created.json<{ siteIds: string[] }>().siteIds).to.deep.equal([siteA]);
       expectOutside(await asA('POST', '/users', { username: `tok.out.${++n}`, siteIds: [siteB] }));
+      expectOutside(await asA('POST', '/users', { username: `tok.both.${++n}`, siteIds: [siteA, siteB] }));
       // Bad input is still a 400 for it.
       expect((await asA('POST', '/users', { username: '' })).status).to.equal(400);
     });
@@ -257,6 +288,11 @@ describe('API tokens (/api/v1/api-tokens) and site-limited tokens', function () 
       expectOutside(await asA('GET', `/vpp-invitations/${invB}/usage?format=csv`));
       expectOutside(await asA('POST', `/vpp-invitations/${invB}/resend`, {}));
       expectOutside(await asA('DELETE', `/vpp-invitations/${invB}`));
+      // The location moves to site B: its invitation leaves site A at once (not when the fan-out catches up).
+      expect((await api('PATCH', `/locations/${locationA}`, { siteId: siteB })).status).to.equal(200);
+      expectOutside(await asA('GET', `/vpp-invitations/${invA}`));
+      expect((await api('PATCH', `/locations/${locationA}`, { siteId: siteA })).status).to.equal(200);
+      expect((await asA('GET', `/vpp-invitations/${invA}`)).status).to.equal(200);
       // An unknown location is the same 409 as for anyone.
       const unknown = await asA('POST', '/vpp-invitations', body('999999'));
       expect(unknown.status).to.equal(409);
@@ -269,6 +305,12 @@ describe('API tokens (/api/v1/api-tokens) and site-limited tokens', function () 
       const seen = await asA('GET', `/user-groups/${id}`);
       expect(seen.status).to.equal(200);
       expect(seen.json()).to.deep.include({ userIds: [memberA], userCount: 1 });
+      const listed = await asA('GET', `/user-groups?q=${encodeURIComponent(`mixed ${n}`)}`);
+      expect(listed.json<{ items: { id: string; userCount: number }[] }>().items).to.deep.equal([
+        { ...listed.json<{ items: object[] }>().items[0], id, userCount: 1 },
+      ]);
+      const asAdmin = await api('GET', `/user-groups?q=${encodeURIComponent(`mixed ${n}`)}`);
+      expect(asAdmin.json<{ items: { userCount: number }[] }>().items[0]?.userCount).to.equal(2);
       expect(idsOf(await asA('GET', `/user-groups/${id}/users`))).to.deep.equal([memberA]);
       expectNotAllowed(await asA('PATCH', `/user-groups/${id}`, { name: 'renamed' }));
       expectNotAllowed(await asA('DELETE', `/user-groups/${id}`));
@@ -305,7 +347,14 @@ describe('API tokens (/api/v1/api-tokens) and site-limited tokens', function () 
       expectOutside(await asA('GET', '/devices/SITE-DEV-NONE'));
       expectOutside(await asA('GET', '/devices/SITE-DEV-B/commands'));
       expectOutside(await asA('POST', '/devices/SITE-DEV-B/push'));
-      expectOutside(await asA('PUT', '/devices/SITE-DEV-A/user', { userId: memberB }));
+      for (const route of [
+        '/devices/SITE-DEV-A/user',
+        '/devices/SITE-DEV-A/USER',
+        '/devices/SITE-DEV-A/user/',
+      ]) {
+        expectOutside(await asA('PUT', route, { userId: memberB }));
+      }
+      expect((await api('GET', '/devices/SITE-DEV-A')).json<{ userId: string }>().userId).to.equal(memberA);
       expect((await asA('GET', '/devices/NO-SUCH-DEVICE')).status).to.equal(404);
 
       const token = await asA('POST', '/enrollment-tokens', {});

@@ -473,6 +473,11 @@ describe('device delivery end to end (prompts, accept once, Self Service)', func
   it('self_service_only: no command and no push; listed on every device of the user; tapped; registered', async () => {
     const k = await f.addUser('selfservice.k');
     const nobody = await f.addUser('selfservice.none');
+    // a user whose only device has checked out: Self Service would refuse it, so nothing is listed
+    const departed = await f.addUser('selfservice.departed');
+    const gone = await f.enroll(spec('ios'));
+    await f.assign(gone, departed);
+    await gone.checkOut();
     const phone = await f.enroll(spec('ios'));
     const mac = await f.enroll(spec('macos', { shortName: 'someone.else' }));
     for (const d of [phone, mac]) {
@@ -482,13 +487,15 @@ describe('device delivery end to end (prompts, accept once, Self Service)', func
     const pushesBefore = [phone, mac].map((d) =>
       d.channels.map((c) => f.accepted.get(d.pushInfo(c).token)?.length ?? 0),
     );
-    const invitationId = await invite('self_service_only', [k, nobody]);
+    const invitationId = await invite('self_service_only', [k, nobody, departed]);
     // listed in Self Service on both devices: that is `sent` for this method, before any device looks
     const pending = await usageWhen(invitationId, k, 'listed in Self Service', (x) => x.status === 'sent');
     expect([pending.lastAction, pending.devices]).to.deep.equal(['Listed in Self Service on 2 devices', []]);
     expect(pending.sentAt).to.be.a('string');
-    const none = await usageWhen(invitationId, nobody, 'skipped', (x) => x.status === 'skipped');
-    expect(none.reason).to.equal('no_device');
+    for (const userId of [nobody, departed]) {
+      const none = await usageWhen(invitationId, userId, 'skipped', (x) => x.status === 'skipped');
+      expect([none.reason, none.sentAt]).to.deep.equal(['no_device', null]);
+    }
 
     // a device lists it: still `sent`, sent when the fan-out listed it
     const onPhone = await f.selfService(phone).list();
