@@ -6,6 +6,7 @@ import { ForbiddenError } from '../errors.ts';
 import type { InvitationStore } from '../invitations/store.ts';
 import type { VppStore } from '../vpp/store.ts';
 import { siteLimitOf } from './auth.ts';
+import { listQuery, parse } from './validate.ts';
 
 /** What the site rules look up: the site of each kind of object. */
 export interface SiteScopeDeps {
@@ -111,11 +112,12 @@ export function siteScope(deps: SiteScopeDeps): Router {
 
   // ---- sites: the token's own ----
   r.get('/sites', async (req, res) => {
-    const s = site(res);
-    const own = await deps.sites.get(s);
-    const q = typeof req.query.q === 'string' ? req.query.q.trim().toLowerCase() : '';
-    const items = own && (q === '' || own.name.toLowerCase().includes(q)) ? [presentSite(own)] : [];
-    res.json({ items });
+    const query = parse(listQuery, req.query, 'query'); // the same 400s as the full list
+    const own = await deps.sites.get(site(res));
+    const q = query.q?.trim().toLowerCase() ?? '';
+    // One site at most: a single page, so any cursor is past its end.
+    const match = own && query.cursor === undefined && (q === '' || own.name.toLowerCase().includes(q));
+    res.json({ items: match ? [presentSite(own)] : [] });
   });
   r.all('/sites/:id', async (req, res, next) => {
     if (req.params.id !== site(res) && (await deps.sites.get(req.params.id))) {

@@ -200,6 +200,9 @@ describe('API tokens (/api/v1/api-tokens) and site-limited tokens', function () 
       const list = await asA('GET', '/sites');
       expect(list.status).to.equal(200);
       expect(idsOf(list)).to.deep.equal([siteA]);
+      expect(idsOf(await asA('GET', '/sites?q=site%20a'))).to.deep.equal([siteA]);
+      expect(idsOf(await asA('GET', '/sites?q=nothing-like-it'))).to.deep.equal([]);
+      expect((await asA('GET', '/sites?limit=5000')).status).to.equal(400);
       expect((await asA('GET', `/sites/${siteA}`)).status).to.equal(200);
       expectOutside(await asA('GET', `/sites/${siteB}`));
       expectOutside(await asA('PATCH', `/sites/${siteB}`, { name: 'taken over' }));
