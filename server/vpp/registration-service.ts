@@ -52,18 +52,11 @@ export interface RetireAtApple {
 }
 
 /**
- * States in which Apple may have the user (a create was sent, or Apple said it exists), and `pending`:
- * the location's work job may send its create between this read and the delete. Retiring a user Apple
- * does not have is a harmless per-user failure in Apple's event.
+ * Registrations Apple may have: every state but `failed` (Apple refused the create) and `retired`.
+ * `pending` is in: the location's work job may send its create between the read and the delete.
+ * Retiring a user Apple does not have is a harmless per-user failure in Apple's event.
  */
-const KNOWN_AT_APPLE: ReadonlySet<RegistrationState> = new Set([
-  'pending',
-  'creating',
-  'created',
-  'lookup',
-  'registered',
-  'associated',
-]);
+const mayBeAtApple = (state: RegistrationState) => state !== 'failed' && state !== 'retired';
 /** Users per `vpp.retire` job (the client splits them into Apple's batches). */
 const RETIRE_JOB_USERS = 1000;
 
@@ -171,7 +164,7 @@ export class RegistrationService {
   async knownAtApple(userId: string): Promise<RetireAtApple[]> {
     const regs = await this.deps.store.registrationsOfUser(userId);
     return regs
-      .filter((r) => KNOWN_AT_APPLE.has(r.state))
+      .filter((r) => mayBeAtApple(r.state))
       .map((r) => ({ locationId: r.locationId, clientUserId: r.clientUserId }));
   }
 
