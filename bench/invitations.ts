@@ -5,7 +5,6 @@
  * Usage: `npm run bench -- invitations [--users 10000] [--event-delay 5] [--log warn]`.
  */
 import { promises as fs } from 'node:fs';
-import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,6 +21,7 @@ import { createLogger } from '../server/log.ts';
 import { startServer } from '../server/server.ts';
 import { toInt } from '../server/storage/models.ts';
 import { AppleVppService } from '../simulator/apple-vpp/service.ts';
+import { adminApi } from './admin-api.ts';
 
 /** Counts what it is handed and answers `sent`. */
 class CountingChannel implements DeliveryChannel {
@@ -40,34 +40,6 @@ class CountingChannel implements DeliveryChannel {
   }
 
   async withdraw(): Promise<void> {}
-}
-
-function call(url: string, ca: string, token: string, method: string, route: string, body?: unknown) {
-  return new Promise<{ status: number; json: unknown }>((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = https.request(
-      new URL(`/api/v1${route}`, url),
-      {
-        method,
-        ca,
-        headers: {
-          authorization: `Bearer ${token}`,
-          ...(payload
-            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
-            : {}),
-        },
-      },
-      (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, json: text ? (JSON.parse(text) as unknown) : null }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
-  });
 }
 
 export async function benchInvitations(argv: string[]): Promise<void> {
@@ -105,8 +77,7 @@ export async function benchInvitations(argv: string[]): Promise<void> {
   const server = await startServer(config, createLogger(level));
   try {
     const ca = await fs.readFile(server.caCertPath, 'utf8');
-    const api = (method: string, route: string, body?: unknown) =>
-      call(server.url, ca, server.adminToken, method, route, body);
+    const api = adminApi(server.url, ca, server.adminToken);
     const sToken = service.mintServiceToken({ orgName: 'Bench Org' });
     const loc = await api('POST', '/locations', { name: 'bench', serviceToken: sToken });
     if (loc.status !== 201) throw new Error(`POST /locations: ${loc.status} ${JSON.stringify(loc.json)}`);

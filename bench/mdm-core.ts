@@ -2,37 +2,11 @@
  * MDM core benchmark: enrollment, check-in and connect rates with simulated devices against a server
  * running as its own process on SQLite. Usage: `npm run bench -- mdm-core [--devices 300] [--concurrency 32]`.
  */
-import https from 'node:https';
 import { parseArgs } from 'node:util';
 import { Fleet, runPool } from '../simulator/fleet.ts';
 import { OperationStats, type OperationSummary } from '../simulator/load/stats.ts';
+import { adminApi } from './admin-api.ts';
 import { startServerProcess } from './server-process.ts';
-
-function adminCall(url: string, token: string, ca: string, method: string, route: string, body?: unknown) {
-  return new Promise<{ status: number; json: unknown }>((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = https.request(
-      new URL(`/api/v1${route}`, url),
-      {
-        method,
-        ca,
-        headers: {
-          authorization: `Bearer ${token}`,
-          ...(payload
-            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
-            : {}),
-        },
-      },
-      (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : null }));
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
 
 const row = (name: string, s: OperationSummary, unit: string) =>
   `| ${name} | ${s.ok} | ${s.failed} | ${s.ratePerSecond.toFixed(1)} ${unit}/s | ${s.latency.p50Ms.toFixed(1)} | ${s.latency.p99Ms.toFixed(1)} |`;
@@ -53,8 +27,9 @@ export async function benchMdmCore(argv: string[]): Promise<void> {
     throw new Error('--devices and --concurrency must be positive integers');
   }
   const server = await startServerProcess(Number(values.port));
+  const api = adminApi(server.url, server.ca, server.adminToken);
   try {
-    const token = await adminCall(server.url, server.adminToken, server.ca, 'POST', '/enrollment-tokens', {});
+    const token = await api('POST', '/enrollment-tokens', {});
     const enrollUrl = (token.json as { enrollUrl: string }).enrollUrl;
     const fleet = new Fleet({ stateDir: null, ca: server.ca, concurrency });
     await fleet.grow(devices, Number(values['macos-share']));
@@ -80,7 +55,7 @@ export async function benchMdmCore(argv: string[]): Promise<void> {
 
     // Connect with one queued command per device: Idle → command, result → empty answer.
     await runPool(fleet.devices, 16, async (d) => {
-      await adminCall(server.url, server.adminToken, server.ca, 'POST', `/devices/${d.udid}/commands`, {
+      await api('POST', `/devices/${d.udid}/commands`, {
         requestType: 'DeviceInformation',
         Queries: ['UDID', 'OSVersion', 'iTunesStoreAccountHash'],
       });

@@ -5,7 +5,6 @@
  * Usage: `npm run bench -- prompts [--users 1000] [--devices 2000] [--macos-share 0.5] [--concurrency 32]`.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -16,35 +15,8 @@ import { randomSpec, seededRng, type DeviceSpec } from '../simulator/device/devi
 import { Fleet, runPool } from '../simulator/fleet.ts';
 import { summarize } from '../simulator/load/stats.ts';
 import { PushWakeups } from '../simulator/push-wakeups.ts';
+import { adminApi } from './admin-api.ts';
 import { startServerProcess } from './server-process.ts';
-
-function call(url: string, ca: string, token: string, method: string, route: string, body?: unknown) {
-  return new Promise<{ status: number; json: unknown }>((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = https.request(
-      new URL(`/api/v1${route}`, url),
-      {
-        method,
-        ca,
-        headers: {
-          authorization: `Bearer ${token}`,
-          ...(payload
-            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
-            : {}),
-        },
-      },
-      (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, json: text ? (JSON.parse(text) as unknown) : null }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
 
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
@@ -98,8 +70,7 @@ export async function benchPrompts(argv: string[]): Promise<void> {
   const fleet = new Fleet({ stateDir: null, ca: server.ca, concurrency });
   let wakeups: PushWakeups | null = null;
   try {
-    const api = (method: string, route: string, body?: unknown) =>
-      call(server.url, server.ca, server.adminToken, method, route, body);
+    const api = adminApi(server.url, server.ca, server.adminToken);
     const sToken = service.mintServiceToken({ orgName: 'Bench Org', locationName: 'Bench Location' });
     const loc = await api('POST', '/locations', { name: 'bench', serviceToken: sToken });
     if (loc.status !== 201) throw new Error(`POST /locations: ${loc.status} ${JSON.stringify(loc.json)}`);
