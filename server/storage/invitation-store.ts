@@ -796,32 +796,13 @@ export class SqlInvitationStore implements InvitationStore {
   }
 
   async advanceRegistered(locationId: string, userIds: readonly string[], now: Date): Promise<string[]> {
-    const loc = dbId(locationId);
-    const users = dbIds(userIds);
-    if (loc === null || users.length === 0) return [];
-    return this.db.write(async (t) => {
-      const touched = new Set<string>();
-      for (const ids of chunked(users, IN_CHUNK)) {
-        const rows = await select<{ invitation_id: unknown }>(
-          this.sequelize,
-          `SELECT DISTINCT invitation_id FROM invitation_usage
-            WHERE location_id = :loc AND user_id IN (:ids) AND stage = 'apple'`,
-          { loc, ids },
-          t,
-        );
-        if (rows.length === 0) continue;
-        for (const r of rows) touched.add(idString(r.invitation_id));
-        await exec(
-          this.sequelize,
-          t,
-          `UPDATE invitation_usage SET stage = 'deliver', last_action = :lastAction, last_action_at = :now,
-                  updated_at = :now
-            WHERE location_id = :loc AND user_id IN (:ids) AND stage = 'apple'`,
-          { loc, ids, lastAction: 'Registered with Apple: invite code received', now },
-        );
-      }
-      return [...touched];
-    });
+    return this.leaveAppleStage(
+      locationId,
+      userIds,
+      `stage = 'deliver', last_action = :lastAction, last_action_at = :now, updated_at = :now`,
+      '',
+      { lastAction: 'Registered with Apple: invite code received', now },
+    );
   }
 
   async failAtApple(
@@ -829,6 +810,27 @@ export class SqlInvitationStore implements InvitationStore {
     userIds: readonly string[],
     reason: string,
     now: Date,
+  ): Promise<string[]> {
+    return this.leaveAppleStage(
+      locationId,
+      userIds,
+      `status = 'failed', reason = :reason, stage = 'done', last_action = :lastAction,
+       last_action_at = :now, updated_at = :now`,
+      'AND status NOT IN (:finals)',
+      { reason: clip(reason), lastAction: 'Apple refused the registration', now, finals: FINAL_STATUSES },
+    );
+  }
+
+  /**
+   * Moves the usage rows of these users at the location that wait for Apple (`stage = 'apple'`) on, with
+   * `set` (and the extra `where`); answers the invitations touched.
+   */
+  private async leaveAppleStage(
+    locationId: string,
+    userIds: readonly string[],
+    set: string,
+    where: string,
+    replacements: Record<string, unknown>,
   ): Promise<string[]> {
     const loc = dbId(locationId);
     const users = dbIds(userIds);
@@ -848,17 +850,9 @@ export class SqlInvitationStore implements InvitationStore {
         await exec(
           this.sequelize,
           t,
-          `UPDATE invitation_usage SET status = 'failed', reason = :reason, stage = 'done',
-                  last_action = :lastAction, last_action_at = :now, updated_at = :now
-            WHERE location_id = :loc AND user_id IN (:ids) AND stage = 'apple' AND status NOT IN (:finals)`,
-          {
-            loc,
-            ids,
-            reason: clip(reason),
-            lastAction: 'Apple refused the registration',
-            now,
-            finals: FINAL_STATUSES,
-          },
+          `UPDATE invitation_usage SET ${set}
+            WHERE location_id = :loc AND user_id IN (:ids) AND stage = 'apple' ${where}`,
+          { ...replacements, loc, ids },
         );
       }
       return [...touched];
