@@ -88,27 +88,20 @@ export function siteScope(deps: SiteScopeDeps): Router {
   };
 
   // ---- shared things ----
-  r.all(['/api-tokens', '/api-tokens/*rest'], () => {
-    throw new SiteTokenNotAllowedError('API tokens');
-  });
-  r.put('/push-certificate', () => {
-    throw new SiteTokenNotAllowedError('uploading the push certificate');
-  });
-  r.post('/sites', () => {
-    throw new SiteTokenNotAllowedError('creating sites');
-  });
-  r.delete('/sites/:id', () => {
-    throw new SiteTokenNotAllowedError('deleting sites');
-  });
-  r.post('/user-groups', () => {
-    throw new SiteTokenNotAllowedError('creating user groups');
-  });
-  r.patch('/user-groups/:id', () => {
-    throw new SiteTokenNotAllowedError('changing user groups');
-  });
-  r.delete('/user-groups/:id', () => {
-    throw new SiteTokenNotAllowedError('deleting user groups');
-  });
+  const shared: ['all' | 'put' | 'post' | 'patch' | 'delete', string | string[], string][] = [
+    ['all', ['/api-tokens', '/api-tokens/*rest'], 'API tokens'],
+    ['put', '/push-certificate', 'uploading the push certificate'],
+    ['post', '/sites', 'creating sites'],
+    ['delete', '/sites/:id', 'deleting sites'],
+    ['post', '/user-groups', 'creating user groups'],
+    ['patch', '/user-groups/:id', 'changing user groups'],
+    ['delete', '/user-groups/:id', 'deleting user groups'],
+  ];
+  for (const [method, path, what] of shared) {
+    r[method](path, () => {
+      throw new SiteTokenNotAllowedError(what);
+    });
+  }
 
   // ---- sites: the token's own ----
   r.get('/sites', async (req, res) => {
